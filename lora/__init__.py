@@ -1,0 +1,12 @@
+"""LoRA (Hu et al. 2021) for any model built from nn.Linear: wrap, freeze, merge, save, load."""
+
+from lora.inject import (LLAMA_TARGETS, LoRASummary, count_parameters, inject_lora, lora_modules,
+                         lora_state_dict, merge_lora, unmerge_lora)
+from lora.io import AdapterConfig, load_adapter, read_adapter_config, save_adapter
+from lora.layer import LoRALinear
+
+__all__ = [
+    "LLAMA_TARGETS", "AdapterConfig", "LoRALinear", "LoRASummary", "count_parameters", "inject_lora",
+    "load_adapter", "lora_modules", "lora_state_dict", "merge_lora", "read_adapter_config",
+    "save_adapter", "unmerge_lora",
+]

@@ -1,0 +1,87 @@
+"""AdamW written out: Adam (Kingma & Ba 2015, Algorithm 1) with decoupled weight decay
+(Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization", Algorithm 2) and optional
+AMSGrad (Reddi et al. 2018). Same constructor, state keys and arithmetic as torch.optim.AdamW.
+"""
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+
+class AdamW(torch.optim.Optimizer):
+    """For each parameter p with gradient g, at step t (lr, wd, betas, eps from its param group):
+
+        p   <- p - lr * wd * p                        decay decoupled from the gradient
+        m   <- beta1 * m + (1 - beta1) * g            first moment   (state "exp_avg")
+        v   <- beta2 * v + (1 - beta2) * g^2          second moment  (state "exp_avg_sq")
+        v_max <- max(v_max, v)                        AMSGrad only   (state "max_exp_avg_sq")
+        p   <- p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
+
+    The bias corrections 1 - beta^t undo the zero initialization of m and v. L&H scale the decay by
+    the schedule multiplier only; like torch we scale it by the (scheduled) lr, so wd means the same
+    as in torch.optim.AdamW.
+    State dicts save and load through torch.optim.Optimizer unchanged.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ):
+        if lr < 0.0:
+            raise ValueError(f"AdamW: invalid learning rate {lr}")
+        if eps < 0.0:
+            raise ValueError(f"AdamW: invalid eps {eps}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"AdamW: betas must lie in [0, 1), got {betas}")
+        if weight_decay < 0.0:
+            raise ValueError(f"AdamW: invalid weight_decay {weight_decay}")
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                step = state["step"]
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+
+                p.mul_(1 - lr * weight_decay)
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                if group["amsgrad"]:
+                    torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+                    second_moment = state["max_exp_avg_sq"]
+                else:
+                    second_moment = exp_avg_sq
+
+                bias_correction1 = 1 - beta1**step
+                bias_correction2 = 1 - beta2**step
+                denom = (second_moment.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+                p.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+        return loss
