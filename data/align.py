@@ -1,0 +1,216 @@
+"""Word -> subword alignment: sentences become model-sized Examples, predictions come back as tags.
+
+Encoding. Each word is encoded on its own as `" " + word`. A byte-level BPE (Llama 3's tiktoken
+vocabulary) glues a leading space to the following word ("Ġword" style tokens), so this is how
+the word is tokenized inside running text; doing it for the first word too gives every word the
+same tokens wherever it stands. Llama 3's pre-tokenizer never joins text across the space in
+front of a word, so the concatenated word encodings equal the encoding of
+`" " + " ".join(words)` and no token straddles two words.
+
+Labels. The first subtoken of a word carries its label id; the other subtokens and BOS get
+IGNORE_INDEX, so the loss and the prediction see exactly one position per word.
+
+Windows. An Example is one window of at most `max_len` tokens (BOS included when `add_bos`).
+A sentence that does not fit is cut, at word boundaries, into chunks of about `stride` tokens,
+and each chunk gets a window filled up with the words around it, so windows overlap. Each word
+is predicted in exactly one of its sentence's windows: the one where it has most context,
+min(tokens before it, tokens after it), the earliest on ties. Nothing is truncated; a single
+word longer than the window raises an error naming it.
+
+Document context (FLERT, Schweter & Akbik 2020, arXiv:2011.06993). With `context > 0`, up to
+`context` tokens of the neighbouring sentences of the same document are added on each side
+(nearest words first, whole words only, within the window); they carry no labels.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from data.conll import Sentence
+from data.labels import ID_TO_LABEL, IGNORE_INDEX, LABEL_TO_ID
+
+
+class Tokenizer(Protocol):
+    bos_id: int
+
+    def encode(self, text: str, bos: bool = False) -> list[int]: ...
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # per token: label id on the first subtoken of each predicted word, IGNORE_INDEX elsewhere
+    positions: list[int]  # token index of each predicted word's first subtoken, ascending
+    words: list[tuple[int, int]]  # (sentence index, word index) predicted at each entry of positions
+
+
+def build_examples(
+    sentences: Sequence[Sentence],
+    tokenizer: Tokenizer,
+    max_len: int,
+    *,
+    add_bos: bool = True,
+    context: int = 0,
+    stride: int | None = None,
+) -> list[Example]:
+    """Turn sentences into Examples; sentence indices in Example.words index `sentences`.
+
+    Sentences with tags=None (inference) get IGNORE_INDEX labels but the same positions.
+    `context`: document-context tokens per side (0 = off). `stride`: chunk size in tokens for
+    sentences longer than the window (default half the window).
+    """
+    budget = max_len - int(add_bos)  # tokens available for words in one window
+    if budget < 1:
+        raise ValueError(f"max_len={max_len} leaves no room for words")
+    stride = budget // 2 if stride is None else stride
+    if not 1 <= stride <= budget:
+        raise ValueError(f"stride must be in [1, {budget}], got {stride}")
+    if context < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
+
+    bos_id = tokenizer.bos_id if add_bos else None
+    cache: dict[str, list[int]] = {}
+
+    def encode(word: str) -> list[int]:
+        if word not in cache:
+            ids = tokenizer.encode(" " + word, bos=False)
+            if not ids:
+                raise ValueError(f"word {word!r} encodes to no tokens")
+            cache[word] = ids
+        return cache[word]
+
+    examples: list[Example] = []
+    start = 0
+    while start < len(sentences):  # one document (a run of equal doc_id) at a time
+        end = start + 1
+        while end < len(sentences) and sentences[end].doc_id == sentences[start].doc_id:
+            end += 1
+        # The document as one stream of words: (sentence index, word index, token ids).
+        stream = [(s, w, encode(word)) for s in range(start, end) for w, word in enumerate(sentences[s].words)]
+        sizes = [len(ids) for _, _, ids in stream]
+        offsets = [0]  # offsets[i]: tokens before word i of the stream
+        for n in sizes:
+            offsets.append(offsets[-1] + n)
+        first = 0  # stream index of the current sentence's first word
+        for s in range(start, end):
+            stop = first + len(sentences[s].words)
+            for i in range(first, stop):
+                if sizes[i] > budget:
+                    raise ValueError(
+                        f"word {sentences[s].words[i - first]!r} (sentence {s}, line {sentences[s].line}, "
+                        f"word {i - first}) has {sizes[i]} subtokens, more than the {budget} "
+                        f"a window of max_len={max_len} holds"
+                    )
+            lo, hi = (0, len(stream)) if context else (first, stop)  # where context may come from
+            windows = [
+                _grow(sizes, a, b, lo, hi, first, stop, budget, context)
+                for a, b in _chunks(sizes, first, stop, budget, stride)
+            ]
+            owners = _owners(offsets, first, stop, windows)
+            for k, (left, right) in enumerate(windows):
+                predicted = [i for i in range(first, stop) if owners[i - first] == k]
+                if predicted:
+                    examples.append(_example(stream, left, right, predicted, sentences, bos_id))
+            first = stop
+        start = end
+    return examples
+
+
+def _chunks(sizes: list[int], first: int, stop: int, budget: int, stride: int) -> list[tuple[int, int]]:
+    """Cut words [first, stop) (one sentence; sizes in tokens) into chunks, one window centred on each."""
+    if sum(sizes[first:stop]) <= budget:
+        return [(first, stop)] if stop > first else []
+    chunks, a, size = [], first, 0
+    for i in range(first, stop):
+        if i > a and size + sizes[i] > stride:
+            chunks.append((a, i))
+            a, size = i, 0
+        size += sizes[i]
+    chunks.append((a, stop))
+    return chunks
+
+
+def _grow(
+    sizes: list[int], a: int, b: int, lo: int, hi: int, sent_lo: int, sent_hi: int, budget: int, context: int
+) -> tuple[int, int]:
+    """Extend the word range [a, b) one word at a time on alternating sides, staying within [lo, hi)
+    and `budget` tokens; words outside the sentence [sent_lo, sent_hi) also spend the side's `context`."""
+    left, right, used = a, b, sum(sizes[a:b])
+    left_context = right_context = context
+    grew = True
+    while grew:
+        grew = False
+        if left > lo:
+            n, outside = sizes[left - 1], left - 1 < sent_lo
+            if used + n <= budget and (not outside or n <= left_context):
+                left, used, grew = left - 1, used + n, True
+                left_context -= n if outside else 0
+        if right < hi:
+            n, outside = sizes[right], right >= sent_hi
+            if used + n <= budget and (not outside or n <= right_context):
+                right, used, grew = right + 1, used + n, True
+                right_context -= n if outside else 0
+    return left, right
+
+
+def _owners(offsets: list[int], first: int, stop: int, windows: list[tuple[int, int]]) -> list[int]:
+    """For each word of [first, stop), the window (index) predicting it: the one where it has most
+    context, min(tokens before it, tokens after it) within the window; the earliest on ties."""
+    owners = []
+    for i in range(first, stop):
+        best, owner = -1, -1
+        for k, (left, right) in enumerate(windows):
+            if left <= i < right:
+                room = min(offsets[i] - offsets[left], offsets[right] - offsets[i + 1])
+                if room > best:
+                    best, owner = room, k
+        owners.append(owner)
+    return owners
+
+
+def _example(
+    stream, left: int, right: int, predicted: list[int], sentences: Sequence[Sentence], bos_id: int | None
+) -> Example:
+    """Example over the words stream[left:right] (tuples (sentence, word, ids)), predicting `predicted`."""
+    input_ids = [] if bos_id is None else [bos_id]
+    labels = [IGNORE_INDEX] * len(input_ids)
+    positions, words = [], []
+    predicted_set = set(predicted)
+    for i in range(left, right):
+        s, w, ids = stream[i]
+        if i in predicted_set:
+            tags = sentences[s].tags
+            positions.append(len(input_ids))
+            words.append((s, w))
+            labels.append(LABEL_TO_ID[tags[w]] if tags is not None else IGNORE_INDEX)
+            labels.extend([IGNORE_INDEX] * (len(ids) - 1))
+        else:
+            labels.extend([IGNORE_INDEX] * len(ids))
+        input_ids.extend(ids)
+    return Example(input_ids, labels, positions, words)
+
+
+def predictions_to_tags(
+    examples: Sequence[Example], predictions: Sequence[Sequence[int] | None], sentences: Sequence[Sentence]
+) -> list[list[str]]:
+    """Map per-example predicted label ids (one per entry of Example.positions) back to tags per sentence.
+
+    Raises ValueError unless every word of every sentence got exactly one prediction.
+    """
+    if len(predictions) != len(examples):
+        raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
+    tags: list[list[str | None]] = [[None] * len(s.words) for s in sentences]
+    for k, (example, predicted) in enumerate(zip(examples, predictions)):
+        if predicted is None:
+            raise ValueError(f"example {k} got no predictions")
+        if len(predicted) != len(example.positions):
+            raise ValueError(f"example {k}: {len(predicted)} predictions for {len(example.positions)} words")
+        for (s, w), label_id in zip(example.words, predicted):
+            if tags[s][w] is not None:
+                raise ValueError(f"word {w} of sentence {s} ({sentences[s].words[w]!r}) predicted twice")
+            tags[s][w] = ID_TO_LABEL[int(label_id)]
+    for s, sentence_tags in enumerate(tags):
+        for w, tag in enumerate(sentence_tags):
+            if tag is None:
+                raise ValueError(f"word {w} of sentence {s} ({sentences[s].words[w]!r}) got no prediction")
+    return tags  # type: ignore[return-value]

