@@ -13,7 +13,6 @@ from transformers import LlamaForCausalLM
 from model.tokenizer import load_tokenizer
 from weights import convert_gguf
 from weights.convert_gguf import (
-    DEFAULT_OUT,
     convert,
     default_gguf_path,
     dequantize_tensor,
@@ -50,10 +49,9 @@ def hand_dequantize_q8_0(raw: np.ndarray) -> np.ndarray:
     return (d * q).reshape(raw.shape[0], -1)
 
 
-@pytest.fixture(scope="session")
-def checkpoint():
-    """The converted SmolLM2 folder; converted once (some seconds) and kept for other tests."""
-    return convert(out_dir=DEFAULT_OUT)
+@pytest.fixture(scope="module")
+def checkpoint(smollm2_dir):
+    return smollm2_dir
 
 
 @pytest.fixture(scope="module")
