@@ -3,9 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CONLL_DIR ?=
 MODEL ?= weights/smollm2-135m-instruct
 RUN ?= runs/default
+TRAIN_ARGS ?=
 
 .PHONY: venv venv-dev weights train test bench plot clean
 
@@ -30,6 +30,11 @@ venv-dev: $(VENV)/.dev
 
 weights: $(VENV)/.runtime
 	$(PY) -m weights.convert_gguf
+
+# The main job: convert the embedded model if needed, fine-tune with the default recipe, print validation F1.
+# CoNLL-2003 is read from CONLL_DIR, else data/conll2003/ (downloaded there when missing and possible).
+train: weights
+	$(PY) -m train --out $(RUN) $(TRAIN_ARGS)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q

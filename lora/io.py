@@ -7,6 +7,7 @@ The backbone is not saved: it is whatever checkpoint the adapter was trained on.
 """
 
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -43,13 +44,20 @@ def adapter_config(model: nn.Module, extra: tuple[str, ...] = ("head",)) -> Adap
 
 
 def save_adapter(model: nn.Module, directory: str | Path, extra: tuple[str, ...] = ("head",)) -> Path:
-    """Write adapter.safetensors + adapter_config.json into `directory` (created if needed)."""
+    """Write adapter.safetensors + adapter_config.json into `directory` (created if needed).
+
+    Each file is written beside its final name and renamed into place, so a kill never leaves a torn file.
+    """
     directory = Path(directory)
     config = adapter_config(model, extra)
     tensors = {k: v.contiguous() for k, v in lora_state_dict(model, extra).items()}
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
-    (directory / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2) + "\n")
+    config_tmp = directory / f".{CONFIG_NAME}.tmp"
+    config_tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    os.replace(config_tmp, directory / CONFIG_NAME)
+    weights_tmp = directory / f".{WEIGHTS_NAME}.tmp"
+    save_file(tensors, weights_tmp, metadata={"format": "pt"})
+    os.replace(weights_tmp, directory / WEIGHTS_NAME)
     return directory
 
 

@@ -25,6 +25,8 @@ def build_attention_mask(attention_mask: torch.Tensor | None, causal: bool) -> t
     if attention_mask is None:
         return None
     segments = attention_mask.long()
+    if bool((segments == 1).all()):
+        return None  # one unpadded sequence per row: the flag alone decides, and SDPA takes its fastest path
     B, T = segments.shape
     same_segment = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
     allowed = same_segment & (segments[:, None, :] != 0)

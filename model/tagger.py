@@ -23,6 +23,10 @@ class Tagger(nn.Module):
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.config.hidden_size, num_labels)
+        # Small weights (HF's initializer_range), zero bias: the untrained head predicts near-uniform labels
+        # instead of large random logits that the first steps would spend undoing.
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
 
     def forward(
         self,

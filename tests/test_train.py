@@ -1,0 +1,201 @@
+"""The fine-tuning loop end to end: it learns on real CoNLL-2003 sentences, resumes exactly, accumulates gradients
+exactly, and leaves a run directory that `train.evaluate` and `train.predict` accept."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.align import build_examples
+from data.batching import collate
+from data.conll import read_conll
+from data.labels import LABELS
+from model import load_tokenizer
+from tests.hf_reference import make_hf_checkpoint
+from train import evaluate as evaluate_cli
+from train import predict as predict_cli
+from train.config import TrainConfig, parse_args
+from train.loop import CHECKPOINT_FILE, METRICS_FILE, train, train_step
+from train.run import build_tagger
+
+CONLL = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
+needs_conll = pytest.mark.skipif(not (CONLL / "train.txt").exists(),
+                                 reason=f"CoNLL-2003 is not at {CONLL} (it is never committed to the repo)")
+
+
+def slice_conll(source: Path, out: Path, sentences: int) -> Path:
+    """The first `sentences` sentences of a CoNLL file (documents and -DOCSTART- lines kept as they are)."""
+    blocks = source.read_text().split("\n\n")
+    kept, count = [], 0
+    for block in blocks:
+        kept.append(block)
+        if not block.startswith("-DOCSTART-"):
+            count += 1
+        if count == sentences:
+            break
+    out.write_text("\n\n".join(kept) + "\n\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def conll_slice(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("conll")
+    slice_conll(CONLL / "train.txt", folder / "train.txt", 240)
+    slice_conll(CONLL / "valid.txt", folder / "valid.txt", 120)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, smollm2_dir) -> Path:
+    """A random 2-layer Llama that speaks SmolLM2's tokenizer: fast enough to train many steps in a test."""
+    folder = make_hf_checkpoint(tmp_path_factory.mktemp("tiny"), vocab_size=49152, hidden_size=32,
+                                intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=512)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(smollm2_dir / name, folder / name)
+    return folder
+
+
+def records(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, conll_slice, smollm2_dir) -> Path:
+    """SmolLM2-135M fine-tuned for 60 steps on 240 real training sentences."""
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(model=str(smollm2_dir), data=str(conll_slice), out=str(out), epochs=2, batch_size=8,
+                         lr=1e-3, eval_every=30, checkpoint_every=30)
+    train(config)
+    return out
+
+
+@needs_conll
+def test_short_real_run_lowers_the_loss_and_beats_all_o(trained_run, conll_slice):
+    losses = [r["loss"] for r in records(trained_run, "train")]
+    assert sum(losses[-2:]) / 2 < 0.6 * sum(losses[:2]) / 2
+    evals = records(trained_run, "eval")
+    assert evals[-1]["valid_loss"] < evals[0]["valid_loss"] or evals[-1]["valid_f1"] > evals[0]["valid_f1"]
+    # All-O predicts no entity: F1 0. The tagger must find real entities in sentences it never saw.
+    assert max(e["valid_f1"] for e in evals) > 30.0
+    for name in ("run.json", "adapter.safetensors", "adapter_config.json", CHECKPOINT_FILE):
+        assert (trained_run / name).exists(), name
+
+
+@needs_conll
+def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice, tmp_path, capsys):
+    out = tmp_path / "pred.txt"
+    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"),
+                              "--out", str(out)]) == 0
+    report = capsys.readouterr().out
+    best = max(r["valid_f1"] for r in records(trained_run, "eval"))
+    assert f"{best:.2f}" in report
+    gold = read_conll(conll_slice / "valid.txt")
+    lines = out.read_text().split("\n")
+    word_lines = [line for line in lines if line and not line.startswith("-DOCSTART-")]
+    assert len(word_lines) == sum(len(s.words) for s in gold)
+    assert lines[0] == "-DOCSTART- O O"
+    assert all(len(line.split()) == 3 for line in word_lines)
+
+
+@needs_conll
+def test_predict_cli_gives_entities_with_character_offsets(trained_run, capsys):
+    text = "Peter Blackburn met officials of the European Commission in Brussels on Monday ."
+    assert predict_cli.main(["--run", str(trained_run), text, ""]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    first, empty = (json.loads(line) for line in lines)
+    assert first["text"] == text and empty == {"text": "", "entities": []}
+    assert first["entities"], "the tagger found no entity in an easy sentence"
+    for entity in first["entities"]:
+        assert text[entity["start"] : entity["end"]] == entity["text"]
+        assert entity["type"] in {"PER", "ORG", "LOC", "MISC"}
+
+
+@needs_conll
+def test_predict_cli_conll_in_conll_out(trained_run, conll_slice, tmp_path):
+    out = tmp_path / "tagged.txt"
+    assert predict_cli.main(["--run", str(trained_run), "--conll", str(conll_slice / "valid.txt"),
+                             "--out", str(out)]) == 0
+    gold = read_conll(conll_slice / "valid.txt")
+    tagged = read_conll(out, scheme="iob2")
+    assert [s.words for s in tagged] == [s.words for s in gold]
+    assert all(tag in LABELS for s in tagged for tag in s.tags)
+
+
+@needs_conll
+def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_model, conll_slice, tmp_path):
+    settings = dict(model=str(tiny_model), data=str(conll_slice), limit=96, batch_size=8, epochs=2, lr=1e-3,
+                    eval_every=9, checkpoint_every=4, head_dropout=0.1, lora_dropout=0.1)
+    whole = TrainConfig(out=str(tmp_path / "whole"), **settings)
+    train(whole)
+
+    parted = TrainConfig(out=str(tmp_path / "parted"), **settings)
+
+    def kill_at_step_14(step: int) -> None:
+        if step == 14:
+            raise KeyboardInterrupt  # after the checkpoint of step 12, before the one of step 16
+
+    with pytest.raises(KeyboardInterrupt):
+        train(parted, on_step=kill_at_step_14)
+    assert torch.load(tmp_path / "parted" / CHECKPOINT_FILE, weights_only=False)["progress"]["step"] == 12
+    train(parted)
+
+    final = [torch.load(tmp_path / run / CHECKPOINT_FILE, weights_only=False) for run in ("whole", "parted")]
+    assert final[0]["progress"]["step"] == final[1]["progress"]["step"] == 24
+    for name, tensor in final[0]["trainable"].items():
+        assert torch.equal(tensor, final[1]["trainable"][name]), name
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "seconds")} for r in rs]
+    for kind in ("train", "eval"):
+        assert strip(records(tmp_path / "whole", kind)) == strip(records(tmp_path / "parted", kind))
+
+
+@needs_conll
+def test_a_run_directory_refuses_other_settings(tiny_model, conll_slice, tmp_path):
+    settings = dict(model=str(tiny_model), data=str(conll_slice), limit=16, batch_size=8, max_steps=1)
+    train(TrainConfig(out=str(tmp_path), **settings))
+    with pytest.raises(ValueError, match="lr"):
+        train(TrainConfig(out=str(tmp_path), lr=1e-2, **settings))
+
+
+@needs_conll
+def test_gradient_accumulation_and_padding_equal_per_sentence_computation(tiny_model, conll_slice):
+    """One padded batch, the same batch as 4 micro-batches, and each sentence alone give the same gradient."""
+    config = TrainConfig(model=str(tiny_model), head_dropout=0.0)
+    tagger = build_tagger(config, len(LABELS), torch.device("cpu"))
+    with torch.no_grad():
+        for name, p in tagger.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    tokenizer = load_tokenizer(tiny_model)
+    examples = build_examples(read_conll(conll_slice / "train.txt")[:8], tokenizer, 256)
+    rows = [[i] for i in range(8)]
+
+    def gradient(parts: list[list[list[int]]]) -> tuple[float, list[torch.Tensor]]:
+        tagger.zero_grad()
+        loss, _ = train_step(tagger, [collate(examples, p, tokenizer.pad_id) for p in parts], torch.device("cpu"),
+                             bf16=False)
+        return loss, [p.grad.clone() for p in tagger.parameters() if p.requires_grad]
+
+    one_loss, one = gradient([rows])
+    for parts in ([rows[:2], rows[2:4], rows[4:6], rows[6:]], [[r] for r in rows]):
+        loss, grads = gradient(parts)
+        assert loss == pytest.approx(one_loss, rel=1e-5)
+        for a, b in zip(one, grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_cli_flags_and_presets():
+    config = parse_args(["--causal", "--bidirectional-top-layers", "4", "--lora-targets", "q_proj", "v_proj",
+                         "--lr", "1e-3", "--max-steps", "5", "--no-bos"])
+    assert config.causal and config.bidirectional_top_layers == 4 and config.lora_targets == ("q_proj", "v_proj")
+    assert config.lr == 1e-3 and config.max_steps == 5 and not config.add_bos
+    assert not parse_args([]).causal, "the default tagger is bidirectional"
+    preset = parse_args(["--preset", "llama-3.2-1b", "--epochs", "1"])
+    assert preset.model == "weights/llama-3.2-1b" and preset.epochs == 1
+    with pytest.raises(ValueError, match="unknown LoRA targets"):
+        parse_args(["--lora-targets", "qkv"])

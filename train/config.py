@@ -1,0 +1,114 @@
+"""Every setting of a fine-tuning run, in one dataclass that is saved with the run.
+
+The defaults are the recipe `make train` runs on a 2-core CPU with the embedded SmolLM2-135M; named presets
+carry the same choices to larger models on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from lora.inject import LLAMA_TARGETS
+
+DEFAULT_MODEL = "weights/smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = DEFAULT_MODEL  # HF checkpoint folder (config.json, safetensors, tokenizer files)
+    data: str | None = None  # folder with train.txt / valid.txt; None: $CONLL_DIR, then data/conll2003/
+    out: str = "runs/default"  # run directory: config, adapter, head, logs, checkpoints
+    # Attention: bidirectional by default; --causal keeps the decoder's mask, optionally lifted in the top k layers.
+    causal: bool = False
+    bidirectional_top_layers: int = 0
+    # LoRA (Hu et al. 2021) on all seven projections; dropout 0 because on a CPU LoRA's dropout masks alone cost
+    # a fifth of a training step.
+    lora_r: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = LLAMA_TARGETS
+    head_dropout: float = 0.1
+    # Optimisation
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.1
+    clip_grad_norm: float = 1.0
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimizer steps (the schedule is sized to it)
+    batch_size: int = 16  # sentences per optimizer step (split into `grad_accum` micro-batches)
+    grad_accum: int = 1
+    limit: int | None = None  # use only the first N training sentences
+    seed: int = 0
+    # Windows and context
+    max_len: int = 256  # tokens per window; longer sentences are split into overlapping windows
+    context: int = 0  # document-context tokens on each side of a sentence (FLERT); 0 = sentence only
+    add_bos: bool = True
+    # Evaluation, checkpoints, early stopping
+    eval_every: int | None = None  # optimizer steps between evaluations; None: once per epoch
+    eval_max_tokens: int = 8192  # padded tokens per evaluation batch
+    patience: int | None = None  # stop after this many evaluations without a better validation F1
+    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
+    # Hardware
+    device: str = "auto"  # auto: cuda when available, else cpu
+    precision: str = "auto"  # auto: bf16 autocast on a GPU that supports it, float32 on a CPU
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size={self.batch_size} is not a multiple of grad_accum={self.grad_accum}")
+        if self.precision not in ("auto", "float32", "bf16"):
+            raise ValueError(f"precision must be auto, float32 or bf16, got {self.precision!r}")
+        unknown = set(self.lora_targets) - set(LLAMA_TARGETS)
+        if unknown:
+            raise ValueError(f"unknown LoRA targets {sorted(unknown)}; choose from {list(LLAMA_TARGETS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}")
+        if "lora_targets" in raw:
+            raw = {**raw, "lora_targets": tuple(raw["lora_targets"])}
+        return cls(**raw)
+
+
+# Larger models on a GPU, with the choices that pay on the small one carried over.
+PRESETS: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {},
+    "llama-3.2-1b": dict(model="weights/llama-3.2-1b", lr=2e-4, epochs=3, batch_size=32, patience=2,
+                         eval_every=None, device="auto", precision="auto"),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """`python -m train` arguments -> TrainConfig. A preset sets defaults; explicit flags win over it."""
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m train", description="Fine-tune a Llama NER tagger on CoNLL-2003.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (flags override it)")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if field.name == "causal":
+            parser.add_argument(flag, action="store_true", default=None, help="keep the causal mask")
+        elif field.name == "add_bos":
+            parser.add_argument("--no-bos", dest="add_bos", action="store_false", default=None,
+                                help="do not start windows with the BOS token")
+        elif field.name == "lora_targets":
+            parser.add_argument(flag, nargs="+", default=None, help="projections to adapt (default: all seven)")
+        else:
+            kind = {int: int, float: float, str: str}.get(type(default), str)
+            if field.name in ("data", "max_steps", "limit", "eval_every", "patience"):
+                kind = int if field.name != "data" else str
+            parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
+    args = vars(parser.parse_args(argv))
+    preset = args.pop("preset")
+    base: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
+    base.update({k: v for k, v in args.items() if v is not None})
+    return TrainConfig.from_json(base)

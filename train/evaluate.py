@@ -1,0 +1,113 @@
+"""Tag sentences with a tagger and score them as conlleval does.
+
+    python -m train.evaluate --run RUN_DIR --data FILE [--out PRED_FILE]
+
+prints precision / recall / F1 overall and per type, and writes `token gold pred` lines for the conlleval script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from data.align import Example, build_examples, predictions_to_tags
+from data.batching import batch_predictions, bucketed_plan, iterate_batches
+from data.conll import Sentence, read_conll, write_conlleval
+from data.labels import IGNORE_INDEX
+from model.tagger import Tagger
+from train.config import TrainConfig
+from train.metrics import Scores, conlleval_report, evaluate
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def predict_examples(
+    tagger: Tagger, examples: Sequence[Example], pad_id: int, device: torch.device, max_tokens: int, bf16: bool
+) -> tuple[list[list[int]], float, int]:
+    """Label ids at every labelled position of every example, the summed loss where labels exist, and their count.
+
+    Examples are batched longest first up to `max_tokens` padded tokens, so evaluation wastes little on padding.
+    """
+    was_training = tagger.training
+    tagger.eval()
+    plan = bucketed_plan([len(e.input_ids) for e in examples], max_tokens=max_tokens, shuffle=False)
+    predictions: list[list[int]] = [[] for _ in examples]
+    loss_sum, labelled_count = 0.0, 0
+    for batch in iterate_batches(examples, plan, pad_id):
+        batch = batch.to(device)
+        with autocast(device, bf16):
+            logits = tagger(batch.input_ids, batch.attention_mask, batch.position_ids)  # (B, T, L)
+        labelled = batch.labels != IGNORE_INDEX
+        if labelled.any():
+            loss_sum += F.cross_entropy(logits[labelled].float(), batch.labels[labelled], reduction="sum").item()
+            labelled_count += int(labelled.sum())
+        for index, predicted in batch_predictions(batch, logits.argmax(-1), examples):
+            predictions[index] = predicted
+    tagger.train(was_training)
+    return predictions, loss_sum, labelled_count
+
+
+@dataclass
+class Evaluation:
+    tags: list[list[str]]  # predicted IOB2 tags per sentence
+    scores: Scores | None  # None when the sentences carry no gold tags
+    loss: float | None
+
+
+def tag_and_score(
+    tagger: Tagger,
+    tokenizer,
+    config: TrainConfig,
+    sentences: Sequence[Sentence],
+    device: torch.device,
+    bf16: bool,
+    examples: Sequence[Example] | None = None,
+) -> Evaluation:
+    """Predict one tag per word of every sentence (windows for long ones) and score against gold tags if present."""
+    if examples is None:
+        examples = build_examples(sentences, tokenizer, config.max_len, add_bos=config.add_bos, context=config.context)
+    predictions, loss_sum, count = predict_examples(
+        tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16)
+    tags = predictions_to_tags(examples, predictions, sentences)
+    if any(s.tags is None for s in sentences):
+        return Evaluation(tags, None, None)
+    scores = evaluate([s.tags for s in sentences], tags)
+    return Evaluation(tags, scores, loss_sum / max(count, 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from train.run import load_run, use_bf16
+
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
+    parser.add_argument("--data", required=True, help="CoNLL file with gold tags (IOB1 or IOB2)")
+    parser.add_argument("--out", help="write `token gold pred` lines here (conlleval format)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
+    args = parser.parse_args(argv)
+
+    run = load_run(args.run, device=args.device, model=args.model)
+    sentences = read_conll(args.data)
+    if any(s.tags is None for s in sentences):
+        print(f"error: {args.data} has no NER column to score against; use train.predict to tag it",
+              file=sys.stderr)
+        return 2
+    result = tag_and_score(run.tagger, run.tokenizer, run.config, sentences, run.device, use_bf16(run.config, run.device))
+    print(conlleval_report(result.scores))
+    if args.out:
+        write_conlleval(args.out, sentences, result.tags)
+        print(f"predictions written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Tag text with a trained run.
+
+    python -m train.predict --run RUN_DIR "Peter Blackburn works for the EU in Brussels ."
+    echo "one text per line" | python -m train.predict --run RUN_DIR
+    python -m train.predict --run RUN_DIR --conll FILE [--out FILE]
+
+Plain text gives one JSON line per input text: its entities with type, surface text and character offsets
+(`text[start:end]`). CoNLL in (any column count, the first column the token) gives CoNLL out: `token tag`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+
+from data.conll import Sentence, read_conll, write_conll
+from train.evaluate import tag_and_score
+from train.metrics import chunks
+from train.run import LoadedRun, load_run, use_bf16
+
+# CoNLL-2003-like word split: runs of word characters (joined by - ' . & inside a word, as in "Urdu-speaking",
+# "O'Neill", "U.S"), and every other non-space character on its own.
+WORD = re.compile(r"\w+(?:[-'’.&]\w+)*|[^\w\s]")
+
+
+@dataclass(frozen=True)
+class Entity:
+    type: str
+    text: str
+    start: int  # character offset of the first character
+    end: int  # character offset one past the last character
+
+
+def split_words(text: str) -> list[re.Match]:
+    return list(WORD.finditer(text))
+
+
+def entities_from_tags(text: str, words: list[re.Match], tags: list[str]) -> list[Entity]:
+    found = []
+    for kind, first, last in chunks(tags):
+        start, end = words[first].start(), words[last].end()
+        found.append(Entity(kind, text[start:end], start, end))
+    return found
+
+
+def tag_texts(run: LoadedRun, texts: list[str]) -> list[list[Entity]]:
+    """Entities of each text. A text without words gets no entities."""
+    words = [split_words(t) for t in texts]
+    nonempty = [i for i, w in enumerate(words) if w]
+    sentences = [Sentence([m.group() for m in words[i]], doc_id=k) for k, i in enumerate(nonempty)]
+    tags = tag_sentences(run, sentences)
+    result: list[list[Entity]] = [[] for _ in texts]
+    for i, sentence_tags in zip(nonempty, tags):
+        result[i] = entities_from_tags(texts[i], words[i], sentence_tags)
+    return result
+
+
+def tag_sentences(run: LoadedRun, sentences: list[Sentence]) -> list[list[str]]:
+    if not sentences:
+        return []
+    bf16 = use_bf16(run.config, run.device)
+    return tag_and_score(run.tagger, run.tokenizer, run.config, sentences, run.device, bf16).tags
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
+    parser.add_argument("--conll", help="a CoNLL file to tag (first column: tokens)")
+    parser.add_argument("--out", default="/dev/stdout", help="where CoNLL output goes (default: stdout)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
+    parser.add_argument("texts", nargs="*", help="texts to tag; read from stdin (one per line) when none")
+    args = parser.parse_args(argv)
+    if args.conll and args.texts:
+        parser.error("give either --conll FILE or texts, not both")
+
+    run = load_run(args.run, device=args.device, model=args.model)
+    if args.conll:
+        sentences = read_conll(args.conll)
+        write_conll(args.out, sentences, [tag_sentences(run, sentences)])
+        return 0
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
+    for text, entities in zip(texts, tag_texts(run, texts)):
+        record = {"text": text, "entities": [vars(e) for e in entities]}
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""A run directory holds everything needed to reload a trained tagger:
+
+    run.json               training settings, label list, absolute path of the base checkpoint
+    adapter_config.json    LoRA r, alpha, targets (lora/io.py)
+    adapter.safetensors    LoRA A/B of every adapted projection + the classification head, best validation F1
+    checkpoint.pt          the latest resumable state (optimizer, schedule, RNG, step)
+    metrics.jsonl          one JSON record per logged training step and per evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lora.inject import inject_lora
+from lora.io import CONFIG_NAME, WEIGHTS_NAME, load_adapter
+from model import load_llama, load_tokenizer
+from model.tagger import Tagger
+from train.config import TrainConfig
+
+RUN_FILE = "run.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def use_bf16(config: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast on GPUs that have it; float32 on CPUs, where bf16 matmuls are slow without AMX/AVX512-BF16."""
+    if config.precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return config.precision == "bf16"
+
+
+def build_tagger(config: TrainConfig, num_labels: int, device: torch.device, with_lora: bool = True) -> Tagger:
+    """Base checkpoint + head, with LoRA injected and everything but LoRA and head frozen.
+
+    The frozen base is stored in bf16 on a GPU (half the memory, autocast computes in bf16 anyway) and in
+    float32 on a CPU; LoRA and the head always stay float32 so small updates are not rounded away.
+    """
+    base_dtype = torch.bfloat16 if use_bf16(config, device) and device.type == "cuda" else torch.float32
+    backbone = load_llama(config.model, dtype=base_dtype, device=device, causal=config.causal,
+                          bidirectional_top_layers=config.bidirectional_top_layers)
+    tagger = Tagger(backbone, num_labels, dropout=config.head_dropout).to(device)
+    if with_lora:
+        inject_lora(tagger, config.lora_targets, r=config.lora_r, alpha=config.lora_alpha,
+                    dropout=config.lora_dropout, trainable=("head",))
+        keep_trainable_in_float32(tagger)
+    return tagger
+
+
+def keep_trainable_in_float32(tagger: Tagger) -> None:
+    for p in tagger.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+
+
+def write_run_info(run_dir: Path, config: TrainConfig, labels: list[str]) -> None:
+    info = {"config": config.to_json(), "labels": labels, "model": str(Path(config.model).resolve())}
+    tmp = run_dir / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, run_dir / RUN_FILE)
+
+
+@dataclass
+class LoadedRun:
+    tagger: Tagger
+    tokenizer: object
+    config: TrainConfig
+    labels: list[str]
+    device: torch.device
+
+
+def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None) -> LoadedRun:
+    """Rebuild the trained tagger of a run directory (in eval mode). `model` overrides the base checkpoint path."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / RUN_FILE
+    if not info_path.exists():
+        raise FileNotFoundError(f"{info_path}: not a run directory (no {RUN_FILE})")
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir / name}: missing; the run has not finished an evaluation yet")
+    info = json.loads(info_path.read_text())
+    config = TrainConfig.from_json(info["config"])
+    config = TrainConfig.from_json({**config.to_json(), "model": model or info["model"]})
+    resolved = resolve_device(device)
+    tagger = build_tagger(config, len(info["labels"]), resolved, with_lora=False)
+    load_adapter(tagger, run_dir)
+    keep_trainable_in_float32(tagger)
+    return LoadedRun(tagger.eval(), load_tokenizer(config.model), config, list(info["labels"]), resolved)
