@@ -12,6 +12,7 @@ from torch import nn
 
 from model.config import LlamaConfig
 from model.rope import apply_rotary
+from model.token_layout import TokenLayout
 
 
 def build_attention_mask(attention_mask: torch.Tensor | None, causal: bool) -> torch.Tensor | None:
@@ -49,19 +50,25 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(config.num_heads * config.head_dim, config.hidden_size, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        layout: TokenLayout,
     ) -> torch.Tensor:
-        """x (B, T, C); cos/sin (B, T, hd); mask from `build_attention_mask(..., self.causal)` or None."""
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hd)
-        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, n_kv, T, hd)
+        """x (*tokens, C): the (B, T) grid, or the N real tokens when `layout` unpads; cos/sin (*tokens, hd);
+        mask from `build_attention_mask(..., self.causal)` or None."""
+        q = self.q_proj(x).unflatten(-1, (self.num_heads, self.head_dim))  # (*tokens, nh, hd)
+        k = self.k_proj(x).unflatten(-1, (self.num_kv_heads, self.head_dim))  # (*tokens, n_kv, hd)
+        v = self.v_proj(x).unflatten(-1, (self.num_kv_heads, self.head_dim))  # (*tokens, n_kv, hd)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k, v = (layout.pad(t).transpose(1, 2) for t in (q, k, v))  # (B, heads, T, hd)
         # GQA: each group of num_heads / num_kv_heads query heads shares one key/value head.
         group = self.num_heads // self.num_kv_heads
         k = k.repeat_interleave(group, dim=1)  # (B, nh, T, hd)
         v = v.repeat_interleave(group, dim=1)
         # softmax(q k^T / sqrt(hd)) v (Vaswani et al. 2017). With no mask, is_causal alone decides.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal and mask is None)
-        y = y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # (B, T, nh * hd)
+        y = layout.unpad(y.transpose(1, 2)).flatten(-2)  # (*tokens, nh * hd)
         return self.o_proj(y)

@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from model.attention import Attention, build_attention_mask
 from model.config import LlamaConfig
 from model.rope import RotaryEmbedding
+from model.token_layout import TokenLayout
 
 
 class RMSNorm(nn.Module):
@@ -56,9 +57,14 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        layout: TokenLayout,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, layout)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -86,7 +92,7 @@ class Llama(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids (B, T) -> final-normed hidden states (B, T, C). Logits are `self.lm_head(output)`.
+        """input_ids (B, T) -> final-normed hidden states (B, T, C), zeros at padding. Logits: `self.lm_head(output)`.
 
         attention_mask (B, T): 0 for padding, a positive segment id for real tokens (see `build_attention_mask`);
         None when nothing is padded. position_ids (B, T) default to 0..T-1 in every row (right padding);
@@ -95,17 +101,19 @@ class Llama(nn.Module):
         B, T = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
-        cos, sin = self.rotary(position_ids)
+        # Padding is dropped before the first layer and restored after the last (see model/token_layout.py).
+        layout = TokenLayout(attention_mask, B, T)
+        cos, sin = self.rotary(layout.unpad(position_ids))  # (*tokens, hd)
         # One mask per attention kind present in the stack, built once and shared by the layers of that kind.
         masks = {
             causal: build_attention_mask(attention_mask, causal)
             for causal in {block.self_attn.causal for block in self.layers}
         }
-        x = self.embed_tokens(input_ids)  # (B, T, C)
+        x = self.embed_tokens(layout.unpad(input_ids))  # (*tokens, C): (B, T, C), or (N, C) real tokens
         for block in self.layers:
             mask = masks[block.self_attn.causal]
             if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, cos, sin, mask, use_reentrant=False)
+                x = checkpoint(block, x, cos, sin, mask, layout, use_reentrant=False)
             else:
-                x = block(x, cos, sin, mask)
-        return self.norm(x)
+                x = block(x, cos, sin, mask, layout)
+        return layout.pad(self.norm(x))  # (B, T, C), zeros at padding

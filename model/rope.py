@@ -45,9 +45,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """position_ids (B, T) -> cos, sin of shape (B, T, head_dim), float32."""
-        angles = position_ids.float()[:, :, None] * self.inv_freq[None, None, :]  # (B, T, hd/2)
-        angles = torch.cat((angles, angles), dim=-1)  # (B, T, hd): channel i and i + hd/2 share an angle
+        """position_ids (*tokens) -> cos, sin of shape (*tokens, head_dim), float32."""
+        angles = position_ids.float()[..., None] * self.inv_freq  # (*tokens, hd/2)
+        angles = torch.cat((angles, angles), dim=-1)  # (*tokens, hd): channel i and i + hd/2 share an angle
         return angles.cos(), angles.sin()
 
 
@@ -58,7 +58,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, heads, T, hd) by the per-position angles in cos/sin (B, T, hd)."""
-    cos = cos[:, None].to(x.dtype)  # (B, 1, T, hd), broadcast over heads
-    sin = sin[:, None].to(x.dtype)
+    """Rotate x (*tokens, heads, hd) by the per-token angles in cos/sin (*tokens, hd)."""
+    cos = cos.unsqueeze(-2).to(x.dtype)  # (*tokens, 1, hd), broadcast over heads
+    sin = sin.unsqueeze(-2).to(x.dtype)
     return x * cos + rotate_half(x) * sin
