@@ -17,17 +17,27 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def rng_state() -> dict[str, Any]:
+    """This process's random state (dropout masks): saved per rank, so a resumed run draws what it would have."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
 def save_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: WarmupCosine, progress: dict[str, Any]
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: WarmupCosine,
+    progress: dict[str, Any],
+    rng_states: list[dict[str, Any]],
 ) -> None:
+    """`rng_states[r]` is `rng_state()` of rank r; the other state is the same on every rank."""
     state = {
         "trainable": trainable_state(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        },
+        "world_size": len(rng_states),
+        "rng": rng_states,
         "progress": progress,
     }
     tmp = path.with_name(f".{path.name}.tmp")
@@ -36,10 +46,25 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: WarmupCosine
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: WarmupCosine,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
-    """Restore model, optimizer, schedule and RNG from `path`; return the saved progress record."""
+    """Restore model, optimizer, schedule and this rank's RNG from `path`; return the saved progress record.
+
+    Only the world size that wrote the checkpoint can resume it: the ranks' shares of the data follow from it.
+    """
     state = torch.load(path, map_location="cpu", weights_only=False)
+    # Checkpoints written before distributed training held one process and its RNG state unlisted.
+    saved_world_size = state.get("world_size", 1)
+    rng_states = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    if saved_world_size != world_size:
+        raise ValueError(f"{path}: written by {saved_world_size} process(es) but this run has {world_size}; resume "
+                         f"it with {saved_world_size} (torchrun --nnodes x --nproc_per_node; 1 is plain "
+                         f"`python -m train`), or choose another --out")
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     if set(params) != set(state["trainable"]):
         diff = sorted(set(params) ^ set(state["trainable"]))
@@ -49,7 +74,8 @@ def load_checkpoint(
             p.copy_(state["trainable"][name])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    rng = rng_states[rank]
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return state["progress"]

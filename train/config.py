@@ -55,6 +55,7 @@ class TrainConfig:
     # Hardware
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: str = "auto"  # auto: bf16 autocast on a GPU that supports it, float32 on a CPU
+    fsdp: bool = False  # under torchrun: shard the frozen base per transformer block instead of replicating it
 
     def __post_init__(self) -> None:
         if self.batch_size % self.grad_accum:
@@ -97,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default = getattr(defaults, field.name)
         if field.name == "causal":
             parser.add_argument(flag, action="store_true", default=None, help="keep the causal mask")
+        elif field.name == "fsdp":
+            parser.add_argument(flag, action="store_true", default=None,
+                                help="shard the frozen base across the torchrun ranks (FSDP)")
         elif field.name == "add_bos":
             parser.add_argument("--no-bos", dest="add_bos", action="store_false", default=None,
                                 help="do not start windows with the BOS token")

@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from data.align import Example, build_examples, predictions_to_tags
-from data.batching import batch_predictions, bucketed_plan, iterate_batches
+from data.batching import batch_predictions, bucketed_plan, iterate_batches, shard_plan
 from data.conll import Sentence, read_conll, write_conlleval
 from data.labels import IGNORE_INDEX
 from model.tagger import Tagger
 from train.config import TrainConfig
+from train.distributed import SINGLE_PROCESS, World, gather_objects
 from train.metrics import Scores, conlleval_report, evaluate
 
 
@@ -31,18 +32,25 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
 @torch.inference_mode()
 def predict_examples(
-    tagger: Tagger, examples: Sequence[Example], pad_id: int, device: torch.device, max_tokens: int, bf16: bool
+    tagger: Tagger,
+    examples: Sequence[Example],
+    pad_id: int,
+    device: torch.device,
+    max_tokens: int,
+    bf16: bool,
+    world: World = SINGLE_PROCESS,
 ) -> tuple[list[list[int]], float, int]:
     """Label ids at every labelled position of every example, the summed loss where labels exist, and their count.
 
     Examples are batched longest first up to `max_tokens` padded tokens, so evaluation wastes little on padding.
+    Under torchrun each rank predicts its share of the batches and every rank gets all the results.
     """
     was_training = tagger.training
     tagger.eval()
     plan = bucketed_plan([len(e.input_ids) for e in examples], max_tokens=max_tokens, shuffle=False)
-    predictions: list[list[int]] = [[] for _ in examples]
+    predicted: dict[int, list[int]] = {}
     loss_sum, labelled_count = 0.0, 0
-    for batch in iterate_batches(examples, plan, pad_id):
+    for batch in iterate_batches(examples, shard_plan(plan, world.rank, world.world_size), pad_id):
         batch = batch.to(device)
         with autocast(device, bf16):
             logits = tagger(batch.input_ids, batch.attention_mask, batch.position_ids)  # (B, T, L)
@@ -50,10 +58,13 @@ def predict_examples(
         if labelled.any():
             loss_sum += F.cross_entropy(logits[labelled].float(), batch.labels[labelled], reduction="sum").item()
             labelled_count += int(labelled.sum())
-        for index, predicted in batch_predictions(batch, logits.argmax(-1), examples):
-            predictions[index] = predicted
+        predicted.update(batch_predictions(batch, logits.argmax(-1), examples))
     tagger.train(was_training)
-    return predictions, loss_sum, labelled_count
+    if world.distributed:
+        shares = gather_objects((predicted, loss_sum, labelled_count), world)
+        predicted = {index: labels for share, _, _ in shares for index, labels in share.items()}
+        loss_sum, labelled_count = sum(s[1] for s in shares), sum(s[2] for s in shares)
+    return [predicted[i] for i in range(len(examples))], loss_sum, labelled_count
 
 
 @dataclass
@@ -71,12 +82,14 @@ def tag_and_score(
     device: torch.device,
     bf16: bool,
     examples: Sequence[Example] | None = None,
+    world: World = SINGLE_PROCESS,
 ) -> Evaluation:
-    """Predict one tag per word of every sentence (windows for long ones) and score against gold tags if present."""
+    """Predict one tag per word of every sentence (windows for long ones) and score against gold tags if present.
+    Under torchrun the ranks share the work and all get the whole result."""
     if examples is None:
         examples = build_examples(sentences, tokenizer, config.max_len, add_bos=config.add_bos, context=config.context)
     predictions, loss_sum, count = predict_examples(
-        tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16)
+        tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16, world)
     tags = predictions_to_tags(examples, predictions, sentences)
     if any(s.tags is None for s in sentences):
         return Evaluation(tags, None, None)

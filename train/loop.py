@@ -1,5 +1,8 @@
 """The fine-tuning loop: bucketed batches, clipped AdamW steps on a warmup-cosine schedule, evaluation on the
-validation split with conlleval's entity F1, the best adapter kept, early stopping, and resumable checkpoints."""
+validation split with conlleval's entity F1, the best adapter kept, early stopping, and resumable checkpoints.
+
+Launched by torchrun, every rank runs this loop on its share of the batches (train/distributed.py): the ranks
+sum their gradients, share the evaluation, and rank 0 alone writes the run directory and shows progress."""
 
 from __future__ import annotations
 
@@ -14,15 +17,18 @@ import torch
 from tqdm import tqdm
 
 from data.align import build_examples
-from data.batching import Batch, bucketed_plan, collate
+from data.batching import Batch, Plan, bucketed_plan, collate, shard_plan
 from data.conll import read_conll
 from data.download import resolve_data_dir
 from data.labels import IGNORE_INDEX, LABELS
 from lora.inject import count_parameters
 from lora.io import save_adapter
 from model import load_tokenizer
-from train.checkpoint import load_checkpoint, save_checkpoint
+from train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from train.config import TrainConfig
+from train.distributed import (SINGLE_PROCESS, World, broadcast_trainable, gather_objects, launched_world,
+                               process_group, rank_batch_size, rank_device, reshard_after_evaluation,
+                               shard_frozen_base, sum_gradients_over_ranks, sum_over_ranks)
 from train.evaluate import autocast, tag_and_score
 from train.optim import AdamW
 from train.run import RUN_FILE, build_tagger, resolve_device, use_bf16, write_run_info
@@ -50,7 +56,8 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> bool:
     info_path = run_dir / RUN_FILE
     if not info_path.exists():
         return False
-    saved = json.loads(info_path.read_text())["config"]
+    # Read through TrainConfig, so settings added since the run was written compare as their defaults.
+    saved = json.loads(json.dumps(TrainConfig.from_json(json.loads(info_path.read_text())["config"]).to_json()))
     wanted = json.loads(json.dumps(config.to_json()))  # as it reads back from run.json: tuples become lists
     if saved != wanted:
         changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
@@ -65,13 +72,26 @@ def micro_batches(batch_rows: list[list[int]], parts: int) -> list[list[list[int
 
 
 def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Fine-tune per `config`; returns the best evaluation record. `on_step(step)` runs after each optimizer step."""
+    """Fine-tune per `config`; returns the best evaluation record. `on_step(step)` runs after each optimizer step.
+    Under torchrun (WORLD_SIZE > 1) every rank calls this and joins the process group for the run."""
+    world = launched_world()
+    device = rank_device(resolve_device(config.device), world)
+    if config.fsdp and not world.distributed:
+        raise ValueError("--fsdp shards the model across processes; launch with torchrun --nproc_per_node N, N > 1")
+    with process_group(world, device):
+        return train_process(config, world, device, on_step)
+
+
+def train_process(
+    config: TrainConfig, world: World, device: torch.device, on_step: Callable[[int], None] | None
+) -> dict[str, Any]:
+    """The loop of one process: the whole of a single-process run, or one rank's part of a torchrun run."""
     torch.manual_seed(config.seed)
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = check_resumable(run_dir, config)
-    device = resolve_device(config.device)
     bf16 = use_bf16(config, device)
+    batch_size = rank_batch_size(config.batch_size, config.grad_accum, world)
 
     data_dir = resolve_data_dir(config.data)
     train_sentences = read_conll(data_dir / "train.txt")[: config.limit]
@@ -82,53 +102,72 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
     valid_examples = build_examples(valid_sentences, tokenizer, config.max_len, **window)
     lengths = [len(e.input_ids) for e in train_examples]
 
-    tagger = build_tagger(config, len(LABELS), device)
-    print(count_parameters(tagger))
+    tagger = build_tagger(config, len(LABELS), device, load_on=torch.device("cpu") if config.fsdp else device)
+    if config.fsdp:
+        shard_frozen_base(tagger, device, world)
+    broadcast_trainable(tagger, world)
+    if world.distributed:
+        torch.manual_seed(config.seed + world.rank)  # replicas start equal, but draw their own dropout masks
+    if world.is_main:
+        print(count_parameters(tagger))
     optimizer = AdamW([p for p in tagger.parameters() if p.requires_grad], lr=config.lr,
                       weight_decay=config.weight_decay)
-    steps_per_epoch = len(bucketed_plan(lengths, batch_size=config.batch_size, seed=config.seed))
+
+    def epoch_plan(epoch: int) -> Plan:
+        """This rank's batches of an epoch: every rank the same number, every example on one rank once."""
+        plan = bucketed_plan(lengths, batch_size=batch_size, seed=config.seed, epoch=epoch)
+        return shard_plan(plan, world.rank, world.world_size)
+
+    steps_per_epoch = len(epoch_plan(0))
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
 
     progress = {"step": 0, "epoch": 0, "batch": 0, "best": None, "evals_without_gain": 0}
     if resume:
-        progress = load_checkpoint(run_dir / CHECKPOINT_FILE, tagger, optimizer, scheduler)
-        truncate_log(run_dir, progress["step"])
-        print(f"resuming {run_dir} at step {progress['step']} of {total_steps}")
-    else:
+        progress = load_checkpoint(run_dir / CHECKPOINT_FILE, tagger, optimizer, scheduler, world.rank,
+                                   world.world_size)
+        if world.is_main:
+            truncate_log(run_dir, progress["step"])
+            print(f"resuming {run_dir} at step {progress['step']} of {total_steps}")
+    elif world.is_main:
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
         write_run_info(run_dir, config, list(LABELS))
 
     def run_evaluation() -> bool:
         """Evaluate on validation, keep the adapter if it is the best so far; True when training should stop."""
         started = time.perf_counter()
-        result = tag_and_score(tagger, tokenizer, config, valid_sentences, device, bf16, valid_examples)
+        result = tag_and_score(tagger, tokenizer, config, valid_sentences, device, bf16, valid_examples, world)
+        if config.fsdp:
+            reshard_after_evaluation(tagger)
         record = {"type": "eval", "step": progress["step"], "epoch": progress["epoch"],
                   "valid_loss": result.loss, "valid_f1": result.scores.f1,
                   "valid_precision": result.scores.precision, "valid_recall": result.scores.recall,
                   "per_type_f1": {k: v.f1 for k, v in result.scores.per_type.items()},
                   "seconds": time.perf_counter() - started}
-        log_record(run_dir, record)
-        best = progress["best"]
-        if best is None or record["valid_f1"] > best["valid_f1"]:
+        improved = progress["best"] is None or record["valid_f1"] > progress["best"]["valid_f1"]
+        if improved:
             progress["best"], progress["evals_without_gain"] = record, 0
-            save_adapter(tagger, run_dir)
         else:
             progress["evals_without_gain"] += 1
-        tqdm.write(f"step {record['step']}: valid F1 {record['valid_f1']:.2f} loss {record['valid_loss']:.4f} "
-                   f"(best {progress['best']['valid_f1']:.2f} at step {progress['best']['step']})")
+        if world.is_main:
+            log_record(run_dir, record)
+            if improved:
+                save_adapter(tagger, run_dir)
+            tqdm.write(f"step {record['step']}: valid F1 {record['valid_f1']:.2f} loss {record['valid_loss']:.4f} "
+                       f"(best {progress['best']['valid_f1']:.2f} at step {progress['best']['step']})")
         return config.patience is not None and progress["evals_without_gain"] >= config.patience
 
     tagger.train()
-    bar = tqdm(total=total_steps, initial=progress["step"], desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=progress["step"], desc="train", unit="step", dynamic_ncols=True,
+               disable=not world.is_main)
     window_tokens, window_start = 0, time.perf_counter()
     while not progress.get("finished"):
-        plan = bucketed_plan(lengths, batch_size=config.batch_size, seed=config.seed, epoch=progress["epoch"])
+        plan = epoch_plan(progress["epoch"])
         for rows in plan[progress["batch"] :]:
             batches = [collate(train_examples, part, tokenizer.pad_id).to(device)
                        for part in micro_batches(rows, config.grad_accum)]
-            loss, tokens = train_step(tagger, batches, device, bf16)
+            loss, tokens = train_step(tagger, batches, device, bf16, world)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in tagger.parameters() if p.requires_grad], config.clip_grad_norm)
             optimizer.step()
@@ -141,7 +180,7 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
             elapsed = time.perf_counter() - window_start
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{window_tokens / elapsed:.0f}", lr=f"{lr:.2e}")
-            if progress["step"] % 10 == 0 or progress["step"] == 1:  # step 1: the loss before any update
+            if world.is_main and (progress["step"] % 10 == 0 or progress["step"] == 1):  # 1: before any update
                 log_record(run_dir, {"type": "train", "step": progress["step"], "epoch": progress["epoch"],
                                      "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
                                      "tokens_per_s": window_tokens / elapsed})
@@ -159,24 +198,31 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
                 progress["finished"] = done or early_stop
                 tagger.train()
             if eval_due or progress["step"] % config.checkpoint_every == 0:
-                save_checkpoint(run_dir / CHECKPOINT_FILE, tagger, optimizer, scheduler, progress)
+                rng_states = gather_objects(rng_state(), world)
+                if world.is_main:
+                    save_checkpoint(run_dir / CHECKPOINT_FILE, tagger, optimizer, scheduler, progress, rng_states)
             if on_step is not None:
                 on_step(progress["step"])
             if progress.get("finished") or end_of_epoch:
                 break
     bar.close()
     best = progress["best"]
-    print(f"best validation F1 {best['valid_f1']:.2f} at step {best['step']}; adapter in {run_dir}")
+    if world.is_main:
+        print(f"best validation F1 {best['valid_f1']:.2f} at step {best['step']}; adapter in {run_dir}")
     return best
 
 
-def train_step(tagger, batches: list[Batch], device: torch.device, bf16: bool) -> tuple[float, int]:
-    """Forward and backward over the micro-batches of one optimizer step.
+def train_step(
+    tagger, batches: list[Batch], device: torch.device, bf16: bool, world: World = SINGLE_PROCESS
+) -> tuple[float, int]:
+    """Forward and backward over the micro-batches of one optimizer step (this rank's share of it).
 
-    The loss is the mean over every labelled token of the whole step, so accumulating micro-batches gives the
-    same gradient as one large batch. Returns that loss and the number of real (non-pad) tokens processed.
+    The loss is the mean over every labelled token of the whole step, on all ranks, so accumulating
+    micro-batches, or summing the gradients of ranks, gives the same gradient as one large batch. Returns that
+    loss and the number of real (non-pad) tokens processed, both over all ranks.
     """
-    labelled_total = sum(int((b.labels != IGNORE_INDEX).sum()) for b in batches)
+    labelled = sum(int((b.labels != IGNORE_INDEX).sum()) for b in batches)
+    [labelled_total] = sum_over_ranks([labelled], world, device)
     loss_total, tokens = 0.0, 0
     for batch in batches:
         with autocast(device, bf16):
@@ -185,4 +231,8 @@ def train_step(tagger, batches: list[Batch], device: torch.device, bf16: bool) -
         loss.backward()
         loss_total += loss.item()
         tokens += int((batch.attention_mask > 0).sum())
-    return loss_total, tokens
+    if not world.distributed:
+        return loss_total, tokens
+    sum_gradients_over_ranks([p for p in tagger.parameters() if p.requires_grad])
+    loss_total, tokens = sum_over_ranks([loss_total, tokens], world, device)
+    return loss_total, int(tokens)

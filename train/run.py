@@ -38,16 +38,22 @@ def use_bf16(config: TrainConfig, device: torch.device) -> bool:
     return config.precision == "bf16"
 
 
-def build_tagger(config: TrainConfig, num_labels: int, device: torch.device, with_lora: bool = True) -> Tagger:
+def build_tagger(
+    config: TrainConfig, num_labels: int, device: torch.device, with_lora: bool = True,
+    load_on: torch.device | None = None,
+) -> Tagger:
     """Base checkpoint + head, with LoRA injected and everything but LoRA and head frozen.
 
     The frozen base is stored in bf16 on a GPU (half the memory, autocast computes in bf16 anyway) and in
     float32 on a CPU; LoRA and the head always stay float32 so small updates are not rounded away.
+    `load_on` puts the weights elsewhere than `device`, the one they will run on: FSDP loads on the CPU and
+    shards onto the GPUs a model too large for one of them.
     """
     base_dtype = torch.bfloat16 if use_bf16(config, device) and device.type == "cuda" else torch.float32
-    backbone = load_llama(config.model, dtype=base_dtype, device=device, causal=config.causal,
+    load_on = load_on or device
+    backbone = load_llama(config.model, dtype=base_dtype, device=load_on, causal=config.causal,
                           bidirectional_top_layers=config.bidirectional_top_layers)
-    tagger = Tagger(backbone, num_labels, dropout=config.head_dropout).to(device)
+    tagger = Tagger(backbone, num_labels, dropout=config.head_dropout).to(load_on)
     if with_lora:
         inject_lora(tagger, config.lora_targets, r=config.lora_r, alpha=config.lora_alpha,
                     dropout=config.lora_dropout, trainable=("head",))

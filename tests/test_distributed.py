@@ -1,0 +1,291 @@
+"""Training on torch.distributed, on CPUs with gloo and two processes: two ranks take the optimizer steps that
+one process takes on the same global batches (also with the frozen base sharded by FSDP), resume with the same
+world size and refuse another, evaluate to the tags one process finds, and a rank that dies fails the job."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from data.align import build_examples
+from data.batching import bucketed_plan, collate, shard_plan
+from data.conll import read_conll
+from data.labels import LABELS
+from model import load_tokenizer
+from train.config import TrainConfig, parse_args
+from train.distributed import launched_world, shard_frozen_base
+from train.evaluate import tag_and_score
+from train.loop import CHECKPOINT_FILE, METRICS_FILE, micro_batches, train, train_step
+from train.optim import AdamW
+from train.run import build_tagger
+from train.schedule import WarmupCosine
+
+ROOT = Path(__file__).resolve().parents[1]
+CONLL = ROOT.parent / "shared" / "data" / "conll2003"
+needs_conll = pytest.mark.skipif(not (CONLL / "train.txt").exists(),
+                                 reason=f"CoNLL-2003 is not at {CONLL} (it is never committed to the repo)")
+RANKS = 2
+JOB_TIMEOUT_S = 120  # a job that takes longer hangs: it is killed and the test fails
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def conll_slice(tmp_path_factory) -> Path:
+    from tests.test_train import slice_conll  # imported here: test_train imports transformers, spawned ranks must not
+
+    folder = tmp_path_factory.mktemp("conll")
+    slice_conll(CONLL / "train.txt", folder / "train.txt", 48)
+    slice_conll(CONLL / "valid.txt", folder / "valid.txt", 40)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, smollm2_dir) -> Path:
+    """A random 2-layer Llama with SmolLM2's tokenizer."""
+    from tests.hf_reference import make_hf_checkpoint
+
+    folder = make_hf_checkpoint(tmp_path_factory.mktemp("tiny"), vocab_size=49152, hidden_size=32,
+                                intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=512)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(smollm2_dir / name, folder / name)
+    return folder
+
+
+def run_config(tiny_model: Path, conll_slice: Path, out: Path, **changes) -> TrainConfig:
+    """48 sentences, a global batch of 8 (4 per rank, in 2 micro-batches): 6 steps per epoch, 8 steps in all,
+    evaluated at the end of each epoch and of the run; no dropout, so the ranks compute what one process does."""
+    return TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(out), limit=48, batch_size=8,
+                       grad_accum=2, max_steps=8, lr=1e-3, weight_decay=0.01, checkpoint_every=2,
+                       head_dropout=0.0, lora_dropout=0.0, eval_max_tokens=256, **changes)
+
+
+def random_tagger(config: TrainConfig) -> torch.nn.Module:
+    """A tagger with random LoRA and head, so its predictions are varied rather than all O."""
+    torch.manual_seed(1)
+    tagger = build_tagger(config, len(LABELS), CPU)
+    with torch.no_grad():
+        for p in tagger.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.5)
+    return tagger
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_main(rank: int, port: int, configs: dict[str, TrainConfig], results: Path) -> None:
+    """One rank of the spawned job, set up as torchrun sets up a rank."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(RANKS), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    # Joined here, so that the two train() calls below share it (train() leaves a group it did not join).
+    dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    try:
+        world = launched_world()
+        config = configs["plain"]
+        sentences, tokenizer = read_conll(Path(config.data) / "valid.txt"), load_tokenizer(config.model)
+        for fsdp in (False, True):
+            tagger = random_tagger(config)
+            if fsdp:
+                shard_frozen_base(tagger, CPU, world)
+            result = tag_and_score(tagger, tokenizer, config, sentences, CPU, bf16=False, world=world)
+            torch.save({"tags": result.tags, "f1": result.scores.f1, "loss": result.loss},
+                       results / f"eval-fsdp{fsdp}-rank{rank}.pt")
+
+        def stop_at_step_5(step: int) -> None:
+            if step == 5:
+                raise KeyboardInterrupt  # after the checkpoint of step 4, before the one of step 6
+
+        try:
+            train(config, on_step=stop_at_step_5)
+            raise AssertionError("the run was not interrupted")
+        except KeyboardInterrupt:
+            pass
+        dist.barrier()  # rank 0 has written the checkpoint before stopping; let no rank read it earlier
+        steps: list[int] = []
+        train(config, on_step=steps.append)
+        assert steps[0] == 5, f"rank {rank} did not resume at step 5 but at {steps[0]}"
+        train(configs["fsdp"])
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_ranks(configs: dict[str, TrainConfig], results: Path) -> None:
+    """Run `rank_main` in RANKS processes; fail (and kill them) if one raises or they outlast the timeout."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # inherited by the spawned ranks before they import torch
+        job = mp.start_processes(rank_main, args=(free_port(), configs, results), nprocs=RANKS, join=False,
+                                 start_method="spawn")
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    try:
+        while not job.join(timeout=max(deadline - time.monotonic(), 0)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {RANKS} ranks did not finish within {JOB_TIMEOUT_S} s")
+    finally:
+        for process in job.processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+@pytest.fixture(scope="module")
+def two_rank_job(tmp_path_factory, tiny_model, conll_slice) -> dict[str, Path]:
+    """Evaluation of a random tagger on both ranks, and two-rank runs: one interrupted and resumed, one FSDP."""
+    folder = tmp_path_factory.mktemp("ranks")
+    outs = {"plain": folder / "plain", "fsdp": folder / "fsdp", "results": folder / "results"}
+    outs["results"].mkdir()
+    configs = {"plain": run_config(tiny_model, conll_slice, outs["plain"]),
+               "fsdp": run_config(tiny_model, conll_slice, outs["fsdp"], fsdp=True)}
+    spawn_ranks(configs, outs["results"])
+    return outs
+
+
+def one_process_steps(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The trainable tensors after `config.max_steps` steps of one process whose step is the union of what the
+    ranks read in that step (the same global batch), with the loop's optimizer, clipping and schedule."""
+    torch.manual_seed(config.seed)
+    tagger = build_tagger(config, len(LABELS), CPU)
+    tokenizer = load_tokenizer(config.model)
+    sentences = read_conll(Path(config.data) / "train.txt")[: config.limit]
+    examples = build_examples(sentences, tokenizer, config.max_len, add_bos=config.add_bos, context=config.context)
+    lengths = [len(e.input_ids) for e in examples]
+    params = [p for p in tagger.parameters() if p.requires_grad]
+    optimizer = AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = WarmupCosine(optimizer, config.max_steps, warmup_steps=int(config.warmup_ratio * config.max_steps),
+                             min_lr_ratio=config.min_lr_ratio)
+    step, epoch = 0, 0
+    while step < config.max_steps:
+        plan = bucketed_plan(lengths, batch_size=config.batch_size // RANKS, seed=config.seed, epoch=epoch)
+        steps = list(zip(*(shard_plan(plan, rank, RANKS) for rank in range(RANKS))))  # [(rows of rank 0, of 1)]
+        for rows_of_ranks in steps[: config.max_steps - step]:
+            parts = [part for rows in rows_of_ranks for part in micro_batches(rows, config.grad_accum)]
+            train_step(tagger, [collate(examples, part, tokenizer.pad_id) for part in parts], CPU, bf16=False)
+            torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+        epoch += 1
+    return {name: p.detach() for name, p in tagger.named_parameters() if p.requires_grad}
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+
+
+@needs_conll
+@pytest.mark.parametrize("run", ["plain", "fsdp"])
+def test_two_ranks_take_the_steps_of_one_process(two_rank_job, run):
+    saved = torch.load(two_rank_job[run] / CHECKPOINT_FILE, weights_only=False)
+    assert saved["world_size"] == RANKS and saved["progress"]["step"] == 8
+    config = TrainConfig.from_json(json.loads((two_rank_job[run] / "run.json").read_text())["config"])
+    expected = one_process_steps(config)
+    assert saved["trainable"].keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(saved["trainable"][name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+    assert any("lora_B" in name and tensor.abs().max() > 1e-4 for name, tensor in expected.items()), \
+        "training did not move the adapter, so the comparison proves nothing"
+
+
+@needs_conll
+def test_rank_0_alone_writes_the_log_once_per_step(two_rank_job):
+    logged = records(two_rank_job["plain"])
+    assert [(r["type"], r["step"]) for r in logged] == [("train", 1), ("eval", 6), ("eval", 8)]
+
+
+@needs_conll
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_distributed_evaluation_equals_one_process(two_rank_job, tiny_model, conll_slice, fsdp):
+    config = run_config(tiny_model, conll_slice, two_rank_job["plain"])
+    sentences = read_conll(conll_slice / "valid.txt")
+    alone = tag_and_score(random_tagger(config), load_tokenizer(tiny_model), config, sentences, CPU, bf16=False)
+    assert 0 < alone.scores.f1 < 100 and len({t for s in alone.tags for t in s}) > 3, "a degenerate tagger"
+    for rank in range(RANKS):
+        shared = torch.load(two_rank_job["results"] / f"eval-fsdp{fsdp}-rank{rank}.pt", weights_only=False)
+        assert shared["tags"] == alone.tags
+        assert shared["f1"] == alone.scores.f1
+        assert shared["loss"] == pytest.approx(alone.loss, rel=1e-5)
+
+
+@needs_conll
+def test_a_checkpoint_resumes_only_with_its_world_size(two_rank_job, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    config = TrainConfig.from_json(json.loads((two_rank_job["plain"] / "run.json").read_text())["config"])
+    with pytest.raises(ValueError, match="written by 2 process"):
+        train(config)
+    with pytest.raises(ValueError, match="torchrun"):
+        train(dataclasses.replace(config, fsdp=True))
+
+
+def test_fsdp_is_a_flag_of_the_command_line():
+    assert parse_args(["--fsdp"]).fsdp and not parse_args([]).fsdp
+
+
+def worker_pids(parent: int) -> list[int]:
+    """Processes whose parent is `parent` (torchrun starts each rank as its child, in a session of its own)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == parent:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@needs_conll
+def test_a_rank_that_dies_fails_the_torchrun_job(tiny_model, conll_slice, tmp_path):
+    """`torchrun -m train` runs; when a rank is killed (as the OOM killer would), the job ends with an error
+    naming the rank and the signal instead of waiting for it."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={RANKS}",
+               "-m", "train", "--model", str(tiny_model), "--data", str(conll_slice), "--out", str(out),
+               "--limit", "48", "--batch-size", "4", "--max-steps", "100000", "--eval-every", "100000"]
+    log = tmp_path / "torchrun.log"
+    with open(log, "w") as sink:
+        launcher = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=sink,
+                                    stderr=subprocess.STDOUT)
+    ranks: list[int] = []
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while not (out / METRICS_FILE).exists():  # rank 0 logs step 1: both ranks are training
+            assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        ranks = worker_pids(launcher.pid)
+        assert len(ranks) == RANKS, log.read_text()
+        os.kill(ranks[1], signal.SIGKILL)
+        launcher.wait(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.terminate()  # torchrun stops its ranks on SIGTERM
+            try:
+                launcher.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+        for pid in ranks:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    output = log.read_text()
+    assert launcher.returncode != 0
+    assert "ChildFailedError" in output and f"Signal 9 (SIGKILL) received by PID {ranks[1]}" in output, output
