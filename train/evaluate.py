@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from data.align import Example, build_examples, predictions_to_tags
 from data.batching import batch_predictions, bucketed_plan, iterate_batches, shard_plan
 from data.conll import Sentence, read_conll, write_conlleval
-from data.labels import IGNORE_INDEX
+from data.labels import IGNORE_INDEX, iob1_to_iob2
 from model.tagger import Tagger
 from train.config import TrainConfig
 from train.distributed import SINGLE_PROCESS, World, gather_objects
@@ -90,7 +90,9 @@ def tag_and_score(
         examples = build_examples(sentences, tokenizer, config.max_len, add_bos=config.add_bos, context=config.context)
     predictions, loss_sum, count = predict_examples(
         tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16, world)
-    tags = predictions_to_tags(examples, predictions, sentences)
+    # Per-token argmax can put I-X after O; read as conlleval reads it, that starts an entity, so rewrite it as
+    # B-X: the output is valid IOB2 and the entities (hence the scores) are unchanged.
+    tags = [iob1_to_iob2(t) for t in predictions_to_tags(examples, predictions, sentences)]
     if any(s.tags is None for s in sentences):
         return Evaluation(tags, None, None)
     scores = evaluate([s.tags for s in sentences], tags)
