@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -50,19 +49,6 @@ def conll_slice(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("conll")
     slice_conll(CONLL / "train.txt", folder / "train.txt", 48)
     slice_conll(CONLL / "valid.txt", folder / "valid.txt", 40)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, smollm2_dir) -> Path:
-    """A random 2-layer Llama with SmolLM2's tokenizer."""
-    from tests.hf_reference import make_hf_checkpoint
-
-    folder = make_hf_checkpoint(tmp_path_factory.mktemp("tiny"), vocab_size=49152, hidden_size=32,
-                                intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=512)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(smollm2_dir / name, folder / name)
     return folder
 
 

@@ -4,7 +4,6 @@ exactly, and leaves a run directory that `train.evaluate` and `train.predict` ac
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from data.batching import collate
 from data.conll import read_conll
 from data.labels import LABELS
 from model import load_tokenizer
-from tests.hf_reference import make_hf_checkpoint
 from train import evaluate as evaluate_cli
 from train import predict as predict_cli
 from train.config import TrainConfig, parse_args
@@ -46,17 +44,6 @@ def conll_slice(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("conll")
     slice_conll(CONLL / "train.txt", folder / "train.txt", 240)
     slice_conll(CONLL / "valid.txt", folder / "valid.txt", 120)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, smollm2_dir) -> Path:
-    """A random 2-layer Llama that speaks SmolLM2's tokenizer: fast enough to train many steps in a test."""
-    folder = make_hf_checkpoint(tmp_path_factory.mktemp("tiny"), vocab_size=49152, hidden_size=32,
-                                intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=512)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(smollm2_dir / name, folder / name)
     return folder
 
 
