@@ -20,10 +20,18 @@ word longer than the window raises an error naming it.
 Document context (FLERT, Schweter & Akbik 2020, arXiv:2011.06993). With `context > 0`, up to
 `context` tokens of the neighbouring sentences of the same document are added on each side
 (nearest words first, whole words only, within the window); they carry no labels.
+
+Document windows (`document=True`). FLERT's context makes every sentence pay for its neighbours
+again: with 64 tokens a side, a 23-token CoNLL sentence becomes a 151-token window. Instead, the
+whole document is treated like one long sentence: its word stream is cut into chunks of `stride`
+tokens, each chunk grown into a full window, and each word labelled in the one window where it
+has most context. Every sentence then sees its neighbours, and a token is computed about
+`max_len / stride` times instead of once per window it appears in.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Protocol
 
 from data.conll import Sentence
@@ -52,12 +60,14 @@ def build_examples(
     add_bos: bool = True,
     context: int = 0,
     stride: int | None = None,
+    document: bool = False,
 ) -> list[Example]:
     """Turn sentences into Examples; sentence indices in Example.words index `sentences`.
 
     Sentences with tags=None (inference) get IGNORE_INDEX labels but the same positions.
     `context`: document-context tokens per side (0 = off). `stride`: chunk size in tokens for
-    sentences longer than the window (default half the window).
+    sentences longer than the window (default half the window), or for whole documents when
+    `document` is set (windows over documents; `context` must then be 0).
     """
     budget = max_len - int(add_bos)  # tokens available for words in one window
     if budget < 1:
@@ -67,6 +77,8 @@ def build_examples(
         raise ValueError(f"stride must be in [1, {budget}], got {stride}")
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
+    if document and context:
+        raise ValueError("document windows already hold the whole document around a sentence; use context=0")
 
     bos_id = tokenizer.bos_id if add_bos else None
     cache: dict[str, list[int]] = {}
@@ -91,16 +103,20 @@ def build_examples(
         offsets = [0]  # offsets[i]: tokens before word i of the stream
         for n in sizes:
             offsets.append(offsets[-1] + n)
-        first = 0  # stream index of the current sentence's first word
-        for s in range(start, end):
-            stop = first + len(sentences[s].words)
-            for i in range(first, stop):
-                if sizes[i] > budget:
-                    raise ValueError(
-                        f"word {sentences[s].words[i - first]!r} (sentence {s}, line {sentences[s].line}, "
-                        f"word {i - first}) has {sizes[i]} subtokens, more than the {budget} "
-                        f"a window of max_len={max_len} holds"
-                    )
+        for i, (s, w, _) in enumerate(stream):
+            if sizes[i] > budget:
+                raise ValueError(
+                    f"word {sentences[s].words[w]!r} (sentence {s}, line {sentences[s].line}, word {w}) "
+                    f"has {sizes[i]} subtokens, more than the {budget} a window of max_len={max_len} holds"
+                )
+        # Spans cut into windows: each sentence of the document, or the document as a whole.
+        if document:
+            spans = [(0, len(stream))]
+        else:
+            bounds = [0, *accumulate(len(sentences[s].words) for s in range(start, end))]
+            spans = list(zip(bounds, bounds[1:]))
+        for first, stop in spans:  # stream indices of the span's words
+
             lo, hi = (0, len(stream)) if context else (first, stop)  # where context may come from
             windows = [
                 _grow(sizes, a, b, lo, hi, first, stop, budget, context)
@@ -111,7 +127,6 @@ def build_examples(
                 predicted = [i for i in range(first, stop) if owners[i - first] == k]
                 if predicted:
                     examples.append(_example(stream, left, right, predicted, sentences, bos_id))
-            first = stop
         start = end
     return examples
 

@@ -138,6 +138,48 @@ def test_document_context_respects_the_window(tok):
     assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
 
 
+def document_text(sentences, tok, doc_id) -> list[int]:
+    return tok.encode(" " + " ".join(w for s in sentences if s.doc_id == doc_id for w in s.words))
+
+
+def check_document_windows(examples, sentences, tok, max_len):
+    """Each window is BOS + a run of whole words of one document; every word is predicted in exactly one."""
+    for e in examples:
+        assert len(e.input_ids) <= max_len and e.input_ids[0] == tok.bos_id
+        docs = {sentences[s].doc_id for s, _ in e.words}
+        assert len(docs) == 1
+        text = document_text(sentences, tok, docs.pop())
+        body = e.input_ids[1:]
+        starts = [i for i in range(len(text) - len(body) + 1) if text[i : i + len(body)] == body]
+        assert starts, "a window is not a contiguous run of its document"
+        # Labels sit exactly on the predicted words' first subtokens.
+        labelled = [p for p, label in enumerate(e.labels) if label != IGNORE_INDEX]
+        assert labelled == [p for p, (s, w) in zip(e.positions, e.words) if sentences[s].tags is not None]
+    assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
+
+
+def test_document_windows_cover_each_document_once(tok):
+    sentences = read_conll(FIXTURES / "iob1_4col.txt")  # documents: sentences 0-2, 3, 4
+    examples = build_examples(sentences, tok, max_len=512, document=True)
+    # Each document fits one window: its sentences are read as one running text, all of them labelled.
+    assert [sorted({s for s, _ in e.words}) for e in examples] == [[0, 1, 2], [3], [4]]
+    for e in examples:
+        assert e.input_ids[1:] == document_text(sentences, tok, sentences[e.words[0][0]].doc_id)
+    check_document_windows(examples, sentences, tok, 512)
+
+
+def test_document_windows_overlap_by_the_stride(tok):
+    sentences = read_conll(FIXTURES / "iob1_4col.txt")
+    widest = max(len(tok.encode(" " + w)) for s in sentences[:3] for w in s.words)
+    for max_len, stride in [(16, 15), (16, 8), (24, 4), (20, 12)]:
+        examples = build_examples(sentences, tok, max_len=max_len, stride=stride, document=True)
+        check_document_windows(examples, sentences, tok, max_len)
+        in_first = [e for e in examples if e.words[0][0] < 3]  # the first document is longer than a window:
+        assert len(in_first) > 1 and all(len(e.input_ids) > max_len - widest for e in in_first)  # all filled
+    with pytest.raises(ValueError, match="use context=0"):
+        build_examples(sentences, tok, max_len=64, context=8, document=True)
+
+
 def test_predictions_to_tags_checks_every_word_once(tok):
     sentences = [Sentence(["a", "b"], ["O", "B-PER"]), Sentence(["c"], ["O"])]
     examples = build_examples(sentences, tok, max_len=16)
@@ -171,6 +213,16 @@ def dev_sentences():
     if not DEV.is_file():
         pytest.skip(f"CoNLL-2003 dev set not at {DEV}")
     return read_conll(DEV)
+
+
+def test_real_dev_set_document_windows(tok, dev_sentences):
+    sentences = dev_sentences
+    examples = build_examples(sentences, tok, max_len=256, stride=192, document=True)
+    check_document_windows(examples, sentences, tok, 256)
+    # The cost: about max_len / stride times the tokens of the sentences alone, not once per sentence.
+    alone = sum(len(tok.encode(" " + w)) for s in sentences for w in s.words)
+    computed = sum(len(e.input_ids) for e in examples)
+    assert alone < computed < 1.5 * alone
 
 
 @pytest.mark.parametrize("max_len, context", [(512, 0), (64, 0), (64, 48)])

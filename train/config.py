@@ -44,7 +44,9 @@ class TrainConfig:
     limit: int | None = None  # use only the first N training sentences
     seed: int = 0
     # Windows and context
-    max_len: int = 256  # tokens per window; longer sentences are split into overlapping windows
+    window: str = "sentence"  # sentence: a window per sentence; document: windows over whole documents
+    max_len: int = 256  # tokens per window; longer sentences (or documents) are split into overlapping windows
+    stride: int | None = None  # tokens between the starts of overlapping windows; None: half a window
     context: int = 0  # document-context tokens on each side of a sentence (FLERT); 0 = sentence only
     add_bos: bool = True
     # Evaluation, checkpoints, early stopping
@@ -62,9 +64,15 @@ class TrainConfig:
             raise ValueError(f"batch_size={self.batch_size} is not a multiple of grad_accum={self.grad_accum}")
         if self.precision not in ("auto", "float32", "bf16"):
             raise ValueError(f"precision must be auto, float32 or bf16, got {self.precision!r}")
+        if self.window not in ("sentence", "document"):
+            raise ValueError(f"window must be sentence or document, got {self.window!r}")
         unknown = set(self.lora_targets) - set(LLAMA_TARGETS)
         if unknown:
             raise ValueError(f"unknown LoRA targets {sorted(unknown)}; choose from {list(LLAMA_TARGETS)}")
+
+    def window_settings(self) -> dict[str, Any]:
+        """How sentences become windows: keyword arguments of data.align.build_examples besides max_len."""
+        return dict(add_bos=self.add_bos, context=self.context, stride=self.stride, document=self.window == "document")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             parser.add_argument(flag, nargs="+", default=None, help="projections to adapt (default: all seven)")
         else:
             kind = {int: int, float: float, str: str}.get(type(default), str)
-            if field.name in ("data", "max_steps", "limit", "eval_every", "patience"):
+            if field.name in ("data", "max_steps", "limit", "eval_every", "patience", "stride"):
                 kind = int if field.name != "data" else str
             parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
     args = vars(parser.parse_args(argv))

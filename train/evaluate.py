@@ -87,7 +87,7 @@ def tag_and_score(
     """Predict one tag per word of every sentence (windows for long ones) and score against gold tags if present.
     Under torchrun the ranks share the work and all get the whole result."""
     if examples is None:
-        examples = build_examples(sentences, tokenizer, config.max_len, add_bos=config.add_bos, context=config.context)
+        examples = build_examples(sentences, tokenizer, config.max_len, **config.window_settings())
     predictions, loss_sum, count = predict_examples(
         tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16, world)
     # Per-token argmax can put I-X after O; read as conlleval reads it, that starts an entity, so rewrite it as

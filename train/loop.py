@@ -97,9 +97,8 @@ def train_process(
     train_sentences = read_conll(data_dir / "train.txt")[: config.limit]
     valid_sentences = read_conll(data_dir / "valid.txt")
     tokenizer = load_tokenizer(config.model)
-    window = dict(add_bos=config.add_bos, context=config.context)
-    train_examples = build_examples(train_sentences, tokenizer, config.max_len, **window)
-    valid_examples = build_examples(valid_sentences, tokenizer, config.max_len, **window)
+    train_examples = build_examples(train_sentences, tokenizer, config.max_len, **config.window_settings())
+    valid_examples = build_examples(valid_sentences, tokenizer, config.max_len, **config.window_settings())
     lengths = [len(e.input_ids) for e in train_examples]
 
     tagger = build_tagger(config, len(LABELS), device, load_on=torch.device("cpu") if config.fsdp else device)
