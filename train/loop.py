@@ -31,6 +31,7 @@ from train.distributed import (SINGLE_PROCESS, World, broadcast_trainable, gathe
                                shard_frozen_base, sum_gradients_over_ranks, sum_over_ranks)
 from train.evaluate import autocast, tag_and_score
 from train.optim import AdamW
+from train.plot import plot_run
 from train.run import RUN_FILE, build_tagger, resolve_device, use_bf16, write_run_info
 from train.schedule import WarmupCosine
 
@@ -99,6 +100,9 @@ def train_process(
     tokenizer = load_tokenizer(config.model)
     train_examples = build_examples(train_sentences, tokenizer, config.max_len, **config.window_settings())
     valid_examples = build_examples(valid_sentences, tokenizer, config.max_len, **config.window_settings())
+    # A fixed slice of the training set scored like validation: the gap between the two shows overfitting.
+    seen_sentences = train_sentences[: config.train_eval_sentences]
+    seen_examples = build_examples(seen_sentences, tokenizer, config.max_len, **config.window_settings())
     lengths = [len(e.input_ids) for e in train_examples]
 
     tagger = build_tagger(config, len(LABELS), device, load_on=torch.device("cpu") if config.fsdp else device)
@@ -137,13 +141,18 @@ def train_process(
         """Evaluate on validation, keep the adapter if it is the best so far; True when training should stop."""
         started = time.perf_counter()
         result = tag_and_score(tagger, tokenizer, config, valid_sentences, device, bf16, valid_examples, world)
+        seen = None
+        if seen_sentences:
+            seen = tag_and_score(tagger, tokenizer, config, seen_sentences, device, bf16, seen_examples, world)
         if config.fsdp:
             reshard_after_evaluation(tagger)
         record = {"type": "eval", "step": progress["step"], "epoch": progress["epoch"],
                   "valid_loss": result.loss, "valid_f1": result.scores.f1,
                   "valid_precision": result.scores.precision, "valid_recall": result.scores.recall,
-                  "per_type_f1": {k: v.f1 for k, v in result.scores.per_type.items()},
-                  "seconds": time.perf_counter() - started}
+                  "per_type_f1": {k: v.f1 for k, v in result.scores.per_type.items()}}
+        if seen is not None:
+            record.update(train_loss=seen.loss, train_f1=seen.scores.f1)
+        record["seconds"] = time.perf_counter() - started
         improved = progress["best"] is None or record["valid_f1"] > progress["best"]["valid_f1"]
         if improved:
             progress["best"], progress["evals_without_gain"] = record, 0
@@ -153,7 +162,9 @@ def train_process(
             log_record(run_dir, record)
             if improved:
                 save_adapter(tagger, run_dir)
-            tqdm.write(f"step {record['step']}: valid F1 {record['valid_f1']:.2f} loss {record['valid_loss']:.4f} "
+            on_train = f", train F1 {record['train_f1']:.2f}" if seen is not None else ""
+            tqdm.write(f"step {record['step']}: valid F1 {record['valid_f1']:.2f} loss {record['valid_loss']:.4f}"
+                       f"{on_train} "
                        f"(best {progress['best']['valid_f1']:.2f} at step {progress['best']['step']})")
         return config.patience is not None and progress["evals_without_gain"] >= config.patience
 
@@ -208,6 +219,7 @@ def train_process(
     best = progress["best"]
     if world.is_main:
         print(f"best validation F1 {best['valid_f1']:.2f} at step {best['step']}; adapter in {run_dir}")
+        print(f"training curves: {plot_run(run_dir)}")
     return best
 
 

@@ -58,6 +58,10 @@ def build_tagger(
         inject_lora(tagger, config.lora_targets, r=config.lora_r, alpha=config.lora_alpha,
                     dropout=config.lora_dropout, trainable=("head",))
         keep_trainable_in_float32(tagger)
+    if config.compile:
+        # Block by block, in place (state-dict keys unchanged); dynamic shapes, as every batch has its own length.
+        for block in tagger.backbone.layers:
+            block.compile(dynamic=True)
     return tagger
 
 

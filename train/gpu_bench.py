@@ -1,0 +1,313 @@
+"""Training and tagging speed of the LoRA tagger on one accelerator, with random weights: no checkpoint, no data.
+
+    python -m train.gpu_bench [--config llama-3.2-1b] [--device cuda] [--precision auto] [--batch-size 32]
+                              [--steps 300] [--peak-tflops 989] [--json PATH]
+
+The model is what `python -m train` fine-tunes, built from a preset shape instead of a checkpoint: the frozen base
+in bf16 on a GPU (float32 on a CPU unless `--precision bf16`), bf16 autocast, SDPA attention, bidirectional
+(`causal=False`), LoRA r 16 / alpha 32 on all seven projections (dropout 0), and a 9-label head; LoRA and head
+in float32. Weights keep PyTorch's module defaults (seeded): speed does not depend on their values.
+
+Sentences are random token ids with CoNLL-2003 lengths: drawn by inverse CDF from `CONLL_LENGTH_QUANTILES`, the
+quantiles of the 14,041 training sentences in Llama 3 tokens with BOS (mean 20.6, median 17, 99th percentile
+56, longest 170; the draws have mean 20.6 and mean attended length 28.9, the data 28.3). About 70% of the
+positions after BOS carry a random label, like the first subtoken of each word (14.5 words per sentence).
+Sentences are bucketed by length into batches of `--batch-size` (`data.batching.bucketed_plan`), collated and
+moved to the device before the clock starts, so the timings are the model's alone.
+
+Model FLOPs per real token, as in `train/bench.py`: forward 2 * P + 4 * L * T_avg * d, with P the parameters of
+the linear layers of the blocks (no embedding lookup, no vocabulary projection), L layers, d = heads * head_dim,
+T_avg the mean attended length (real tokens of its sentence). A LoRA training step with a frozen base runs
+forward + backward-through-activations = 2 x forward (weight gradients of the small adapters ignored); tagging
+is 1 x forward. MFU = achieved model FLOP/s / the matmul ceiling of the run's dtype measured in the same run on
+the same device (an n x n x n matmul), and, given `--peak-tflops`, / that stated peak (H100 SXM bf16 dense: 989).
+
+Activation checkpointing recomputes each block's forward in the backward pass; those FLOPs are not model FLOPs,
+so they lower the MFU, as they should.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.align import Example
+from data.batching import Batch, bucketed_plan, collate
+from data.labels import IGNORE_INDEX, LABELS
+from lora.inject import LLAMA_TARGETS, count_parameters, inject_lora
+from model.config import PRESETS, LlamaConfig
+from model.llama import Llama
+from model.tagger import Tagger
+from train.bench import forward_flops_per_token, matmul_ceiling
+from train.config import TrainConfig
+from train.evaluate import autocast
+from train.optim import AdamW
+from train.run import keep_trainable_in_float32, use_bf16
+
+# A 2-layer model with grouped-query attention, small enough for a CPU test to train in seconds.
+TINY = LlamaConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                   intermediate_size=128, rope_theta=10000.0, max_position_embeddings=256)
+CONFIGS: dict[str, LlamaConfig] = {"llama-3.2-1b": PRESETS["llama-3.2-1b"],
+                                   "smollm2-135m": PRESETS["smollm2-135m"], "tiny": TINY}
+
+# (cumulative probability, tokens) of CoNLL-2003 train sentence lengths, Llama 3 tokenizer, BOS included.
+CONLL_LENGTH_QUANTILES = (
+    (0.0, 2), (0.05, 5), (0.1, 8), (0.2, 10), (0.3, 12), (0.4, 15), (0.5, 17), (0.6, 20), (0.7, 25),
+    (0.8, 31), (0.9, 39), (0.95, 45), (0.99, 56), (0.999, 73), (1.0, 170),
+)
+LABELLED_FRACTION = 0.7  # words per token in CoNLL-2003: 14.5 words in 20.6 tokens
+
+
+def conll_like_lengths(count: int, rng: np.random.Generator) -> list[int]:
+    """`count` sentence lengths drawn from CoNLL-2003's length distribution (inverse CDF, linear between quantiles)."""
+    probabilities, tokens = zip(*CONLL_LENGTH_QUANTILES)
+    return np.rint(np.interp(rng.random(count), probabilities, tokens)).astype(int).tolist()
+
+
+def synthetic_examples(lengths: list[int], vocab_size: int, rng: np.random.Generator) -> list[Example]:
+    """Random token ids; BOS-like position 0 unlabelled, a random label on about 70% of the other positions."""
+    examples = []
+    for s, n in enumerate(lengths):
+        ids = rng.integers(0, vocab_size, n).tolist()
+        labelled = [t for t in range(1, n) if rng.random() < LABELLED_FRACTION]
+        labels = [IGNORE_INDEX] * n
+        for t in labelled:
+            labels[t] = int(rng.integers(0, len(LABELS)))
+        examples.append(Example(ids, labels, labelled, [(s, w) for w in range(len(labelled))]))
+    return examples
+
+
+def build_random_tagger(config: LlamaConfig, device: torch.device, base_dtype: torch.dtype) -> Tagger:
+    """A bidirectional Llama of `config`'s shape with random weights, frozen in `base_dtype`, with LoRA r 16 /
+    alpha 32 on all seven projections and a 9-label head, both trainable in float32 (as `train.run.build_tagger`)."""
+    with torch.device(device):  # initialise on the device: a CPU would take many seconds for 1B weights
+        backbone = Llama(config.replace(causal=False))
+    backbone.to(device)  # the rotary table is built on the CPU on purpose
+    for p in backbone.parameters():  # not Module.to(dtype): that would round the float32 rotary table too
+        p.data = p.data.to(base_dtype)
+    tagger = Tagger(backbone, len(LABELS), dropout=0.1).to(device)
+    inject_lora(tagger, LLAMA_TARGETS, r=16, alpha=32, dropout=0.0, trainable=("head",))
+    keep_trainable_in_float32(tagger)
+    return tagger
+
+
+def train_flops_per_token(config: LlamaConfig, mean_attended: float) -> float:
+    """Model FLOPs of one LoRA training step per real token: forward + backward through activations = 2 x forward."""
+    return 2 * forward_flops_per_token(config, mean_attended)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_matmul_ceiling(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of large square matmuls in `dtype` on `device`: the best this device does in the run's precision."""
+    if device.type == "cpu":  # as train/bench.py; bf16 smaller: CPUs without bf16 instructions take ~1 GFLOP/s
+        return matmul_ceiling(dtype) if dtype == torch.float32 else matmul_ceiling(dtype, n=512, repeats=2)
+    n, repeats = 8192, 20
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def resolve(device_arg: str, parser: argparse.ArgumentParser) -> torch.device:
+    try:
+        device = torch.device(device_arg)
+    except RuntimeError as e:
+        parser.error(f"--device {device_arg}: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        parser.error(f"--device {device_arg}: CUDA is not available (torch {torch.__version__} is {build}, "
+                     f"{torch.cuda.device_count()} GPUs visible); run on a GPU machine or pass --device cpu")
+    if device.type not in ("cuda", "cpu"):
+        parser.error(f"--device {device_arg}: only cuda and cpu are supported")
+    return device
+
+
+def run(args: argparse.Namespace, device: torch.device) -> dict:
+    started = time.perf_counter()
+    config = CONFIGS[args.config]
+    bf16 = use_bf16(TrainConfig(precision=args.precision), device)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    ceiling = device_matmul_ceiling(device, dtype)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    tagger = build_random_tagger(config, device, dtype)
+    tagger.backbone.activation_checkpointing = args.activation_checkpointing
+    if args.compile:
+        for block in tagger.backbone.layers:  # per block: the FLOPs are there, and the masks stay out of the graph
+            block.compile(dynamic=True)
+    parameters = count_parameters(tagger)
+    optimizer = AdamW([p for p in tagger.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+
+    lengths = conll_like_lengths(args.batch_size * (args.warmup + args.steps), rng)
+    examples = synthetic_examples(lengths, config.vocab_size, rng)
+    plan = bucketed_plan(lengths, batch_size=args.batch_size, seed=args.seed)
+    batches = [collate(examples, rows, pad_id=0).to(device) for rows in plan]
+    warmup, timed = batches[: args.warmup], batches[args.warmup : args.warmup + args.steps]
+    timed_lengths = [lengths[i] for rows in plan[args.warmup : args.warmup + args.steps] for [i] in rows]
+    real_tokens = sum(timed_lengths)
+    mean_attended = sum(n * n for n in timed_lengths) / real_tokens
+
+    def train_step(batch: Batch) -> torch.Tensor:
+        with autocast(device, bf16):
+            loss = tagger.loss(batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    tagger.train()
+    for batch in warmup:
+        train_step(batch)
+    synchronize(device)
+    start = time.perf_counter()
+    losses = [train_step(batch) for batch in timed]  # no .item() inside: it would wait for the device each step
+    synchronize(device)
+    train_seconds = time.perf_counter() - start
+    losses = torch.stack(losses).float().cpu()
+    if not bool(torch.isfinite(losses).all()):
+        raise RuntimeError(f"training loss is not finite: {losses.tolist()}")
+    if device.type == "cuda":
+        peak_memory, memory_kind = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
+    else:
+        peak_memory, memory_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+
+    tagger.eval()
+    with torch.inference_mode():
+        for batch in timed[:2]:  # warm-up: eval mode may pick other kernels
+            with autocast(device, bf16):
+                tagger(batch.input_ids, batch.attention_mask, batch.position_ids)
+        synchronize(device)
+        start = time.perf_counter()
+        for batch in timed:
+            with autocast(device, bf16):
+                tagger(batch.input_ids, batch.attention_mask, batch.position_ids)
+        synchronize(device)
+        tag_seconds = time.perf_counter() - start
+
+    forward_flops = forward_flops_per_token(config, mean_attended)
+    train_tokens_per_s, tag_tokens_per_s = real_tokens / train_seconds, real_tokens / tag_seconds
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "config": args.config,
+        "precision": "bf16" if bf16 else "float32",
+        "batch_size": args.batch_size,
+        "steps": len(timed),
+        "warmup_steps": len(warmup),
+        "activation_checkpointing": args.activation_checkpointing,
+        "compile": args.compile,
+        "parameters": parameters.total,
+        "trainable_parameters": parameters.trainable,
+        "real_tokens": real_tokens,
+        "padded_tokens": sum(b.input_ids.numel() for b in timed),
+        "mean_length": real_tokens / len(timed_lengths),
+        "mean_attended": mean_attended,
+        "forward_flops_per_token": forward_flops,
+        "train_flops_per_token": train_flops_per_token(config, mean_attended),
+        "matmul_ceiling_flops": ceiling,
+        "peak_flops": peak,
+        "train_tokens_per_s": train_tokens_per_s,
+        "train_mfu": train_flops_per_token(config, mean_attended) * train_tokens_per_s / ceiling,
+        "train_mfu_peak": train_flops_per_token(config, mean_attended) * train_tokens_per_s / peak if peak else None,
+        "tag_tokens_per_s": tag_tokens_per_s,
+        "tag_mfu": forward_flops * tag_tokens_per_s / ceiling,
+        "tag_mfu_peak": forward_flops * tag_tokens_per_s / peak if peak else None,
+        "peak_memory_bytes": peak_memory,
+        "peak_memory_kind": memory_kind,
+        "first_loss": float(losses[0]),
+        "last_loss": float(losses[-1]),
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def markdown_table(result: dict) -> str:
+    def mfu(key: str) -> str:
+        return f"{result[key]:.1%}" if result[key] is not None else "-"
+
+    model = (f"{result['config']} ({result['parameters'] / 1e6:,.1f}M parameters, "
+             f"{result['trainable_parameters'] / 1e6:,.2f}M trainable)")
+    options = [name for name, on in (("activation checkpointing", result["activation_checkpointing"]),
+                                     ("torch.compile", result["compile"])) if on]
+    batch = (f"{result['batch_size']} sentences, mean {result['mean_length']:.1f} tokens, "
+             f"{result['real_tokens'] / result['padded_tokens']:.0%} real")
+    rows = [
+        ("device", f"{result['device']} ({result['device_type']})"),
+        ("torch", result["torch"]),
+        ("config", model),
+        ("precision", ", ".join([result["precision"], *options])),
+        ("batch", batch),
+        ("matmul ceiling", f"{result['matmul_ceiling_flops'] / 1e12:.3g} TFLOP/s ({result['precision']}, measured)"),
+        ("train tokens/s", f"{result['train_tokens_per_s']:,.0f}"),
+        ("train MFU (measured ceiling / stated peak)", f"{mfu('train_mfu')} / {mfu('train_mfu_peak')}"),
+        ("tag tokens/s", f"{result['tag_tokens_per_s']:,.0f}"),
+        ("tag MFU (measured ceiling / stated peak)", f"{mfu('tag_mfu')} / {mfu('tag_mfu_peak')}"),
+        ("peak memory", f"{result['peak_memory_bytes'] / 2**30:.2f} GiB ({result['peak_memory_kind']})"),
+        ("wall time", f"{result['wall_seconds']:.0f} s in all, {result['steps']} timed training steps"),
+    ]
+    return "\n".join(["| metric | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.gpu_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="llama-3.2-1b",
+                        help="model shape; 'tiny' is a 2-layer model for tests")
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
+    parser.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
+                        help="auto: bf16 on a GPU that supports it, float32 on a CPU")
+    parser.add_argument("--batch-size", type=int, default=32, help="sentences per training step")
+    parser.add_argument("--steps", type=int, default=300, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed training steps before the clock starts")
+    parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
+    parser.add_argument("--peak-tflops", type=float, help="stated dense peak of the device in the run's precision")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
+        parser.error(f"need --batch-size >= 1, --steps >= 1, --warmup >= 0; got {args.batch_size}, {args.steps}, "
+                     f"{args.warmup}")
+    device = resolve(args.device, parser)
+
+    result = run(args, device)
+    print(markdown_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
