@@ -49,10 +49,12 @@ class LoRALinear(nn.Module):
         if self.merged:
             return out
         # The adapter may live in another dtype than the frozen weight (e.g. float32 adapters on
-        # a bf16 backbone); under autocast both casts are no-ops.
-        x = self.dropout(x).to(self.lora_A.dtype)
-        update = F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling  # (..., r) -> (..., out)
-        return out + update.to(out.dtype)
+        # a bf16 backbone); under autocast, and in float32, the casts are no-ops.
+        u = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)  # (..., r)
+        # out + scaling * u B^T in one fused multiply-add: no separate passes to scale and to add.
+        fused = torch.addmm(out.reshape(-1, self.out_features), u.reshape(-1, self.r).to(out.dtype),
+                            self.lora_B.t().to(out.dtype), alpha=self.scaling)  # (tokens, out)
+        return fused.view_as(out)
 
     def delta_weight(self) -> torch.Tensor:
         """(alpha / r) * B @ A in float32, so merging a bf16 weight rounds only once."""

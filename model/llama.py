@@ -43,7 +43,26 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(SiluMul.apply(self.gate_proj(x), self.up_proj(x)))
+
+
+class SiluMul(torch.autograd.Function):
+    """silu(g) * u, keeping only g and u for backward and recomputing silu there. Autograd's two ops would also
+    keep silu(g): one more (tokens, intermediate) tensor per layer, the widest activation of the block.
+
+    With s = sigmoid(g): d silu(g) / dg = s * (1 + g * (1 - s))."""
+
+    @staticmethod
+    def forward(ctx, g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(g, u)
+        return F.silu(g) * u
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g, u = ctx.saved_tensors
+        s = torch.sigmoid(g)
+        silu = g * s
+        return grad * u * (s * (1 + g * (1 - s))), grad * silu
 
 
 class Block(nn.Module):

@@ -31,5 +31,20 @@ class TokenLayout:
         """(N, ...) -> (B, T, ...) with zeros at padding; unchanged when nothing is padding."""
         if self.index is None:
             return x
-        grid = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.index, x)
+        grid = Scatter.apply(x, self.index, self.batch * self.length)  # (B * T, ...)
         return grid.view(self.batch, self.length, *x.shape[1:])
+
+
+class Scatter(torch.autograd.Function):
+    """x (N, ...) -> (rows, ...), zeros except x at `index`. Its gradient only gathers rows back, so only the index
+    is kept for backward: autograd's own index_copy would also keep x, a copy of q, k, v per layer."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        return x.new_zeros(rows, *x.shape[1:]).index_copy_(0, index, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (index,) = ctx.saved_tensors
+        return grad.index_select(0, index), None, None

@@ -8,9 +8,10 @@ import torch
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from model.config import PRESETS, LlamaConfig
-from model.llama import Llama
+from model.llama import Llama, SiluMul
 from model.loading import load_llama
 from model.rope import rope_inv_freq
+from model.token_layout import Scatter
 from tests.hf_reference import load_hf, make_hf_checkpoint
 
 LLAMA3_SCALING = {
@@ -225,3 +226,15 @@ def test_activation_checkpointing_gives_same_gradients():
     model.activation_checkpointing = True
     for g_plain, g_ckpt in zip(plain, grads()):
         torch.testing.assert_close(g_plain, g_ckpt)
+
+
+def test_hand_written_gradients_equal_autograd():
+    """SiluMul and Scatter keep less for backward than autograd would; their gradients must be the same."""
+    g, u = (torch.randn(5, 7, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(SiluMul.apply, (g, u))
+    torch.testing.assert_close(SiluMul.apply(g, u), torch.nn.functional.silu(g) * u)
+    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([0, 2, 5, 6])
+    assert torch.autograd.gradcheck(lambda t: Scatter.apply(t, index, 8), (x,))
+    grid = Scatter.apply(x, index, 8)
+    assert torch.equal(grid[index], x) and not grid[[1, 3, 4, 7]].any()
