@@ -47,6 +47,9 @@ class AdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """One update of every parameter that has a gradient. Each line of the formulas above is one `_foreach`
+        call over all of a group's tensors, not one call per tensor: a LoRA model has hundreds of small tensors,
+        and the per-tensor overhead (Python on a CPU, a kernel launch on a GPU) would outweigh the arithmetic."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -54,13 +57,14 @@ class AdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if grad.is_sparse:
-                    raise RuntimeError("AdamW does not support sparse gradients")
-                state = self.state[p]
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError("AdamW does not support sparse gradients")
+            grads = [p.grad for p in params]
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states):
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -68,20 +72,24 @@ class AdamW(torch.optim.Optimizer):
                     if group["amsgrad"]:
                         state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                step = state["step"]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            exp_avgs = [state["exp_avg"] for state in states]
+            exp_avg_sqs = [state["exp_avg_sq"] for state in states]
 
-                p.mul_(1 - lr * weight_decay)
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                if group["amsgrad"]:
-                    torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-                    second_moment = state["max_exp_avg_sq"]
-                else:
-                    second_moment = exp_avg_sq
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+            if group["amsgrad"]:
+                second_moments = [state["max_exp_avg_sq"] for state in states]
+                torch._foreach_maximum_(second_moments, exp_avg_sqs)
+            else:
+                second_moments = exp_avg_sqs
 
-                bias_correction1 = 1 - beta1**step
-                bias_correction2 = 1 - beta2**step
-                denom = (second_moment.sqrt() / math.sqrt(bias_correction2)).add_(eps)
-                p.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+            # Bias corrections per tensor: a parameter that sat out steps (no gradient) has its own step count.
+            bias_corrections1 = [1 - beta1 ** state["step"] for state in states]
+            bias_corrections2 = [1 - beta2 ** state["step"] for state in states]
+            denoms = torch._foreach_sqrt(second_moments)
+            torch._foreach_div_(denoms, [math.sqrt(bc) for bc in bias_corrections2])
+            torch._foreach_add_(denoms, eps)
+            torch._foreach_addcdiv_(params, exp_avgs, denoms, [-lr / bc for bc in bias_corrections1])
         return loss
