@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from data.labels import LABELS
 from lora.inject import lora_modules
@@ -17,7 +17,7 @@ from lora.io import save_adapter
 from tests.hf_reference import make_hf_checkpoint
 from train.config import TrainConfig
 from train.export import ExportError, export_run, main
-from train.run import build_tagger, load_run, write_run_info
+from train.run import build_tagger, load_run, save_tuned, write_run_info
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -137,6 +137,40 @@ def test_merged_export_reproduces_our_logits(run_name, request, tmp_path):
         causal_model = transformers.LlamaForTokenClassification.from_pretrained(out, is_causal=True)
         with pytest.raises(AssertionError):
             assert_same_logits(ours, their_logits(causal_model))
+
+
+def test_fully_fine_tuned_run_exports_merged_only(tmp_path, smollm2_dir):
+    """--finetune full: every weight trained, saved whole, reloaded strictly, exported as a complete checkpoint."""
+    base = make_hf_checkpoint(tmp_path / "base", tie_word_embeddings=True, **TINY)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(smollm2_dir / name, base / name)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = TrainConfig(model=str(base), out=str(run_dir), finetune="full", device="cpu")
+    tagger = build_tagger(config, len(LABELS), torch.device("cpu"))
+    assert not lora_modules(tagger) and all(p.requires_grad for p in tagger.parameters())
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in tagger.parameters():  # as if every weight had been trained
+            p.add_(torch.randn_like(p) * 0.05)
+    write_run_info(run_dir, config, list(LABELS))
+    save_tuned(tagger, run_dir, config)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["finetuned.safetensors", "run.json"]
+    ids, mask = right_padded_batch()
+    with torch.no_grad():
+        trained = tagger.eval()(ids, mask)
+    assert_same_logits(our_logits(run_dir), trained)  # reloaded from the run directory
+
+    model = run_readme(export_run(run_dir, tmp_path / "merged", "merged"))
+    assert_same_logits(trained, their_logits(model))
+    with pytest.raises(ExportError, match="use --format merged"):
+        export_run(run_dir, tmp_path / "peft", "peft")
+
+    saved = load_file(run_dir / "finetuned.safetensors")
+    saved.pop("head.bias")
+    save_file(saved, run_dir / "finetuned.safetensors")
+    with pytest.raises(KeyError, match="missing tensor 'head.bias'"):
+        load_run(run_dir, device="cpu")
 
 
 def test_merge_leaves_the_run_unchanged(bidirectional_run, tmp_path):

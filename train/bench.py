@@ -1,20 +1,26 @@
 """Side-by-side speed and memory: our tagger against HF transformers + PEFT, same machine, same run.
 
-    python -m train.bench [--sentences 256] [--batch-size 16] [--model DIR]      (make bench)
+    python -m train.bench [--sentences 256] [--batch-size 16] [--model DIR] [--bf16 auto|on|off]   (make bench)
 
 Both systems fine-tune the same checkpoint as a bidirectional token classifier with LoRA r 16 / alpha 32 on all
-seven projections (dropout 0) and tag the same sentences: real CoNLL-2003 training sentences when the data is
-found, else sentences with CoNLL-like lengths made of real words. Each system runs in its own subprocess so its
-peak memory is its own. Batching:
+seven projections (dropout 0) and tag the same sentences: a seeded sample of the real CoNLL-2003 training
+sentences ($CONLL_DIR, else ../shared/data/conll2003 beside the checkout). Each system runs in its own
+subprocess so its peak memory is its own. Batching:
   padded    random batches of `batch_size` sentences padded to their longest, as the seed project did; both
             systems get identical tensors;
   bucketed  ours: sentences sorted into length buckets, so batches carry little padding.
+Ours is also measured with activation checkpointing ("recompute": each block's activations recomputed in the
+backward pass instead of stored), the option for memory over speed.
 
 Model FLOPs per real token (stated so MFU can be checked): forward 2 * P + 4 * L * T_avg * d, with P the
 parameters of the linear layers of the blocks (no embedding lookup, no vocabulary projection), L layers,
 d = heads * head_dim, T_avg the mean attended length (real tokens of its sentence). A LoRA training step with a
 frozen base runs forward + backward-through-activations = 2 x forward (weight gradients of the small adapters
-ignored). MFU = achieved model FLOP/s / the float32 matmul ceiling measured in the same run.
+ignored). MFU = achieved model FLOP/s / the matmul ceiling of the same precision measured in the same run.
+
+bf16 (measured when the CPU has bf16 matmul instructions, AVX512-BF16 or AMX, or with --bf16 on): both systems
+again with the frozen base stored in bf16 and every step under bf16 autocast, LoRA and head in float32. Its
+accuracy cost is read from our mean training loss over the same steps against float32.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from data.conll import read_conll
 from data.labels import LABELS
 from model import LlamaConfig, load_tokenizer
 from train.config import DEFAULT_MODEL, TrainConfig
+from train.evaluate import autocast
 from train.optim import AdamW
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -77,9 +84,12 @@ def padded_plan(n: int, batch_size: int, seed: int) -> list[list[list[int]]]:
     return [[[i] for i in order[k : k + batch_size]] for k in range(0, n, batch_size)]
 
 
-def worker(system: str, batching: str, args: argparse.Namespace) -> dict:
-    """Train on every batch once, then tag every sentence; report tokens/s and peak memory of this process."""
+def worker(system: str, batching: str, precision: str, memory: str, args: argparse.Namespace) -> dict:
+    """Train on every batch once, then tag every sentence; report tokens/s and peak memory of this process.
+    precision bf16: the frozen base stored in bf16 and every step under bf16 autocast; LoRA and head float32.
+    memory "recompute": activation checkpointing, each block's activations recomputed in the backward pass."""
     torch.manual_seed(0)
+    bf16 = precision == "bf16"
     tokenizer = load_tokenizer(args.model)
     sentences, _ = load_sentences(args.sentences, args.seed)
     examples = build_examples(sentences, tokenizer, 256)
@@ -93,7 +103,9 @@ def worker(system: str, batching: str, args: argparse.Namespace) -> dict:
     if system == "ours":
         from train.run import build_tagger
 
-        model = build_tagger(TrainConfig(model=args.model, lora_dropout=0.0), len(LABELS), torch.device("cpu"))
+        model = build_tagger(TrainConfig(model=args.model, lora_dropout=0.0, precision=precision), len(LABELS),
+                             torch.device("cpu"))
+        model.backbone.activation_checkpointing = memory == "recompute"
 
         def loss_of(batch):
             return model.loss(batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids)
@@ -104,10 +116,14 @@ def worker(system: str, batching: str, args: argparse.Namespace) -> dict:
         from peft import LoraConfig, get_peft_model
         from transformers import LlamaForTokenClassification
 
-        base = LlamaForTokenClassification.from_pretrained(args.model, num_labels=len(LABELS), dtype=torch.float32)
+        base = LlamaForTokenClassification.from_pretrained(args.model, num_labels=len(LABELS),
+                                                           dtype=torch.bfloat16 if bf16 else torch.float32)
         base.config.is_causal = False
+        # PEFT keeps the adapters (and the saved copy of the head) in float32 by default, as we do.
         model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
                                                 modules_to_save=["score"]))
+        if bf16:
+            model.base_model.model.score.modules_to_save.float()
 
         def loss_of(batch):
             mask = (batch.attention_mask > 0).long()
@@ -120,14 +136,16 @@ def worker(system: str, batching: str, args: argparse.Namespace) -> dict:
     rss_loaded = current_rss()
     model.train()
     for batch in batches[:2]:  # warm-up, not timed
-        loss_of(batch).backward()
+        with autocast(torch.device("cpu"), bf16):
+            loss_of(batch).backward()
         optimizer.zero_grad(set_to_none=True)
     real = sum(int((b.attention_mask > 0).sum()) for b in batches)
     slots = sum(b.input_ids.numel() for b in batches)
     start = time.perf_counter()
     losses = []
     for batch in batches:
-        loss = loss_of(batch)
+        with autocast(torch.device("cpu"), bf16):
+            loss = loss_of(batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -137,12 +155,12 @@ def worker(system: str, batching: str, args: argparse.Namespace) -> dict:
 
     model.eval()
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(torch.device("cpu"), bf16):
         for batch in batches:
             logits_of(batch)
     tag_seconds = time.perf_counter() - start
-    return {"system": system, "batching": batching, "real_tokens": real, "slots": slots,
-            "train_tokens_per_s": real / train_seconds, "tag_tokens_per_s": real / tag_seconds,
+    return {"system": system, "batching": batching, "precision": precision, "memory": memory,
+            "real_tokens": real, "slots": slots, "train_tokens_per_s": real / train_seconds, "tag_tokens_per_s": real / tag_seconds,
             "peak_rss": peak_rss, "rss_after_load": rss_loaded, "mean_loss": sum(losses) / len(losses),
             "mean_attended": sum(n * n for n in lengths) / sum(lengths)}
 
@@ -158,45 +176,64 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--worker", nargs=2, metavar=("SYSTEM", "BATCHING"), help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                        help="also measure both systems in bf16 (auto: when this CPU has bf16 matmul instructions)")
+    parser.add_argument("--worker", nargs=4, metavar=("SYSTEM", "BATCHING", "PRECISION", "MEMORY"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(*args.worker, args)))
         return 0
 
     _, source = load_sentences(args.sentences, args.seed)
-    ceiling = matmul_ceiling()
+    ceilings = {"float32": matmul_ceiling()}
+    measured = [("hf", "padded", "float32", "store"), ("ours", "padded", "float32", "store"),
+                ("ours", "bucketed", "float32", "store"), ("ours", "bucketed", "float32", "recompute")]
+    with_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and cpu_has_bf16())
+    if with_bf16:
+        ceilings["bf16"] = matmul_ceiling(torch.bfloat16)
+        measured += [("hf", "padded", "bf16", "store"), ("ours", "bucketed", "bf16", "store")]
     runs = []
-    for system, batching in (("hf", "padded"), ("ours", "padded"), ("ours", "bucketed")):
+    for variant in measured:
         command = [sys.executable, "-m", "train.bench", "--model", args.model, "--sentences", str(args.sentences),
-                   "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--worker", system, batching]
+                   "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--worker", *variant]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(output.strip().splitlines()[-1]))
-        print(f"measured {system} / {batching}", file=sys.stderr)
+        print("measured " + " / ".join(variant), file=sys.stderr)
 
     config = LlamaConfig.from_hf(args.model)
-    hf = runs[0]
-    flops = forward_flops_per_token(config, hf["mean_attended"])
+    hf = {run["precision"]: run for run in runs if run["system"] == "hf"}
+    flops = forward_flops_per_token(config, hf["float32"]["mean_attended"])
     print(f"\n{source}, batch {args.batch_size} sentences, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    print(f"float32 matmul ceiling {ceiling / 1e9:.0f} GFLOP/s; model forward {flops / 1e6:.0f} MFLOP per real token\n")
-    header = (f"{'system':<22}{'real/slots':>11}{'train tok/s':>13}{'x HF':>7}{'train MFU':>11}"
+    print("matmul ceiling " + ", ".join(f"{p} {c / 1e9:.0f} GFLOP/s" for p, c in ceilings.items())
+          + f"; model forward {flops / 1e6:.0f} MFLOP per real token")
+    print("x HF: against HF + PEFT (padded) in the same precision; MFU: against that precision's ceiling\n")
+    header = (f"{'system':<40}{'real/slots':>11}{'train tok/s':>13}{'x HF':>7}{'train MFU':>11}"
               f"{'tag tok/s':>11}{'x HF':>7}{'peak RSS':>10}{'x HF':>7}{'train +RSS':>11}{'loss':>8}")
     print(header)
     print("-" * len(header))
     for run in runs:
-        name = {"hf": "HF + PEFT", "ours": "ours"}[run["system"]] + f" ({run['batching']})"
-        print(f"{name:<22}{run['real_tokens'] / run['slots']:>11.0%}{run['train_tokens_per_s']:>13.0f}"
-              f"{run['train_tokens_per_s'] / hf['train_tokens_per_s']:>7.2f}"
-              f"{2 * flops * run['train_tokens_per_s'] / ceiling:>11.1%}{run['tag_tokens_per_s']:>11.0f}"
-              f"{run['tag_tokens_per_s'] / hf['tag_tokens_per_s']:>7.2f}{run['peak_rss'] / 2**30:>9.2f}G"
-              f"{run['peak_rss'] / hf['peak_rss']:>7.2f}"
+        ref = hf[run["precision"]]
+        name = {"hf": "HF + PEFT", "ours": "ours"}[run["system"]] + f" ({run['batching']}, {run['precision']}"
+        name += ", recompute)" if run["memory"] == "recompute" else ")"
+        print(f"{name:<40}{run['real_tokens'] / run['slots']:>11.0%}{run['train_tokens_per_s']:>13.0f}"
+              f"{run['train_tokens_per_s'] / ref['train_tokens_per_s']:>7.2f}"
+              f"{2 * flops * run['train_tokens_per_s'] / ceilings[run['precision']]:>11.1%}"
+              f"{run['tag_tokens_per_s']:>11.0f}{run['tag_tokens_per_s'] / ref['tag_tokens_per_s']:>7.2f}"
+              f"{run['peak_rss'] / 2**30:>9.2f}G{run['peak_rss'] / ref['peak_rss']:>7.2f}"
               f"{(run['peak_rss'] - run['rss_after_load']) / 2**30:>10.2f}G{run['mean_loss']:>8.4f}")
-    if cpu_has_bf16():
-        print("\nbf16: this CPU has bf16 instructions; a bf16 comparison is not implemented yet")
+    if with_bf16:
+        # The accuracy cost of bf16: the same batches in the same order from the same initial weights.
+        f32, b16 = (next(r for r in runs if r["system"] == "ours" and r["batching"] == "bucketed"
+                         and r["precision"] == p and r["memory"] == "store") for p in ("float32", "bf16"))
+        change = (b16["mean_loss"] - f32["mean_loss"]) / f32["mean_loss"]
+        print(f"\nbf16 accuracy: ours' mean training loss over the same steps {b16['mean_loss']:.4f} in bf16, "
+              f"{f32['mean_loss']:.4f} in float32 ({change:+.1%})")
     else:
         print(f"\nbf16: skipped, this CPU has no bf16 matmul instructions "
-              f"(bf16 matmul ceiling {matmul_ceiling(torch.bfloat16, n=512, repeats=1) / 1e9:.1f} GFLOP/s)")
+              f"(bf16 matmul ceiling {matmul_ceiling(torch.bfloat16, n=512, repeats=1) / 1e9:.1f} GFLOP/s); "
+              f"--bf16 on measures it anyway")
     return 0
 
 

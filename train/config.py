@@ -24,6 +24,7 @@ class TrainConfig:
     # Attention: bidirectional by default; --causal keeps the decoder's mask, optionally lifted in the top k layers.
     causal: bool = False
     bidirectional_top_layers: int = 0
+    finetune: str = "lora"  # lora: train LoRA adapters and the head; full: train every weight (the reference)
     # LoRA (Hu et al. 2021) on all seven projections; dropout 0 because on a CPU LoRA's dropout masks alone cost
     # a fifth of a training step.
     lora_r: int = 16
@@ -68,6 +69,12 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, float32 or bf16, got {self.precision!r}")
         if self.window not in ("sentence", "document"):
             raise ValueError(f"window must be sentence or document, got {self.window!r}")
+        if self.finetune not in ("lora", "full"):
+            raise ValueError(f"finetune must be lora or full, got {self.finetune!r}")
+        if self.finetune == "full" and self.fsdp:
+            raise ValueError("--fsdp shards the frozen base; --finetune full has none (train on one device)")
+        if self.window == "document" and self.context:
+            raise ValueError("--context adds neighbours to sentence windows; document windows already hold them")
         unknown = set(self.lora_targets) - set(LLAMA_TARGETS)
         if unknown:
             raise ValueError(f"unknown LoRA targets {sorted(unknown)}; choose from {list(LLAMA_TARGETS)}")

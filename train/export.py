@@ -178,8 +178,9 @@ tokenizer = AutoTokenizer.from_pretrained({str(base)!r})
 model = LlamaForTokenClassification.from_pretrained({str(out)!r}).eval()
 tokenizer = AutoTokenizer.from_pretrained({str(out)!r})
 """
-        what = f"A complete `LlamaForTokenClassification` checkpoint (float32): the base `{base}` with the LoRA " \
-               "update merged into its weights, the classification head as `score`, and the base's tokenizer."
+        tuned = "fully fine-tuned" if config.finetune == "full" else "with the LoRA update merged into its weights"
+        what = f"A complete `LlamaForTokenClassification` checkpoint (float32): the base `{base}` {tuned}, " \
+               "the classification head as `score`, and the base's tokenizer."
     attention = ("causal (the decoder's own mask)" if config.causal else
                  "bidirectional: `is_causal=False`, which transformers 5 reads; a version that ignores it runs "
                  "causal attention and gives different predictions")
@@ -218,6 +219,9 @@ def export_run(
 
     run = load_run(run_dir, device="cpu", model=None if model is None else str(model))
     check_expressible(run.config)
+    if fmt == "peft" and run.config.finetune == "full":
+        raise ExportError(f"{run_dir} was fully fine-tuned (--finetune full): it has no LoRA adapter to export "
+                          f"for PEFT; use --format merged")
     base = Path(run.config.model).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

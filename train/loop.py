@@ -22,7 +22,6 @@ from data.conll import read_conll
 from data.download import resolve_data_dir
 from data.labels import IGNORE_INDEX, LABELS
 from lora.inject import count_parameters
-from lora.io import save_adapter
 from model import load_tokenizer
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from train.config import TrainConfig
@@ -32,7 +31,7 @@ from train.distributed import (SINGLE_PROCESS, World, broadcast_trainable, gathe
 from train.evaluate import autocast, tag_and_score
 from train.optim import AdamW
 from train.plot import plot_run
-from train.run import RUN_FILE, build_tagger, resolve_device, use_bf16, write_run_info
+from train.run import RUN_FILE, build_tagger, resolve_device, save_tuned, use_bf16, write_run_info
 from train.schedule import WarmupCosine
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -161,7 +160,7 @@ def train_process(
         if world.is_main:
             log_record(run_dir, record)
             if improved:
-                save_adapter(tagger, run_dir)
+                save_tuned(tagger, run_dir, config)
             on_train = f", train F1 {record['train_f1']:.2f}" if seen is not None else ""
             tqdm.write(f"step {record['step']}: valid F1 {record['valid_f1']:.2f} loss {record['valid_loss']:.4f}"
                        f"{on_train} "

@@ -3,8 +3,10 @@
     run.json               training settings, label list, absolute path of the base checkpoint
     adapter_config.json    LoRA r, alpha, targets (lora/io.py)
     adapter.safetensors    LoRA A/B of every adapted projection + the classification head, best validation F1
+    finetuned.safetensors  instead of the adapter, with --finetune full: every trained tensor (backbone and head)
     checkpoint.pt          the latest resumable state (optimizer, schedule, RNG, step)
     metrics.jsonl          one JSON record per logged training step and per evaluation
+    curves.png             loss and F1 of training and validation against the step (train/plot.py)
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from lora.inject import inject_lora
-from lora.io import CONFIG_NAME, WEIGHTS_NAME, load_adapter
+from lora.io import CONFIG_NAME, WEIGHTS_NAME, load_adapter, save_adapter
 from model import load_llama, load_tokenizer
 from model.tagger import Tagger
 from train.config import TrainConfig
 
 RUN_FILE = "run.json"
+FINETUNED_NAME = "finetuned.safetensors"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,19 +46,25 @@ def build_tagger(
     config: TrainConfig, num_labels: int, device: torch.device, with_lora: bool = True,
     load_on: torch.device | None = None,
 ) -> Tagger:
-    """Base checkpoint + head, with LoRA injected and everything but LoRA and head frozen.
+    """Base checkpoint + head, with LoRA injected and everything but LoRA and head frozen; with `--finetune full`
+    no LoRA and every weight trained (the reference LoRA is measured against).
 
-    The frozen base is stored in bf16 on a GPU (half the memory, autocast computes in bf16 anyway) and in
-    float32 on a CPU; LoRA and the head always stay float32 so small updates are not rounded away.
+    Under bf16 autocast the frozen base is stored in bf16 (half the memory, and no cast of every weight at every
+    step); otherwise in float32. LoRA and the head always stay float32 so small updates are not rounded away.
     `load_on` puts the weights elsewhere than `device`, the one they will run on: FSDP loads on the CPU and
     shards onto the GPUs a model too large for one of them.
     """
-    base_dtype = torch.bfloat16 if use_bf16(config, device) and device.type == "cuda" else torch.float32
+    base_dtype = torch.bfloat16 if use_bf16(config, device) else torch.float32
     load_on = load_on or device
     backbone = load_llama(config.model, dtype=base_dtype, device=load_on, causal=config.causal,
                           bidirectional_top_layers=config.bidirectional_top_layers)
     tagger = Tagger(backbone, num_labels, dropout=config.head_dropout).to(load_on)
-    if with_lora:
+    if config.finetune == "full":
+        # named_parameters lists a tied lm_head once, as embed_tokens; an untied one is unused by a tagger.
+        for name, p in tagger.named_parameters():
+            p.requires_grad_(not name.startswith("backbone.lm_head."))
+        keep_trainable_in_float32(tagger)
+    elif with_lora:
         inject_lora(tagger, config.lora_targets, r=config.lora_r, alpha=config.lora_alpha,
                     dropout=config.lora_dropout, trainable=("head",))
         keep_trainable_in_float32(tagger)
@@ -69,6 +79,42 @@ def keep_trainable_in_float32(tagger: Tagger) -> None:
     for p in tagger.parameters():
         if p.requires_grad:
             p.data = p.data.float()
+
+
+def tuned_files(config: TrainConfig) -> tuple[str, ...]:
+    """The files of a run directory that hold what training changed."""
+    return (FINETUNED_NAME,) if config.finetune == "full" else (CONFIG_NAME, WEIGHTS_NAME)
+
+
+def save_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
+    """Keep what training changed: the LoRA adapter and head, or with --finetune full every trained tensor."""
+    if config.finetune != "full":
+        save_adapter(tagger, run_dir)
+        return
+    tensors = {name: p.detach().contiguous() for name, p in tagger.named_parameters() if p.requires_grad}
+    tmp = run_dir / f".{FINETUNED_NAME}.tmp"
+    save_file(tensors, tmp, metadata={"format": "pt"})
+    os.replace(tmp, run_dir / FINETUNED_NAME)
+
+
+@torch.no_grad()
+def load_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
+    """Fill `tagger` (built by build_tagger without LoRA) from what save_tuned wrote, strictly."""
+    if config.finetune != "full":
+        load_adapter(tagger, run_dir)
+        return
+    path = run_dir / FINETUNED_NAME
+    loaded = load_file(path)
+    params = {name: p for name, p in tagger.named_parameters() if p.requires_grad}
+    for problem, names in (("missing tensor", params.keys() - loaded.keys()),
+                           ("unexpected tensor", loaded.keys() - params.keys())):
+        if names:
+            raise KeyError(f"{path}: {problem} {sorted(names)[0]!r} ({len(names)} in all)")
+    for name, p in params.items():
+        if loaded[name].shape != p.shape:
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(loaded[name].shape)}, "
+                             f"the model expects {tuple(p.shape)}")
+        p.copy_(loaded[name])
 
 
 def write_run_info(run_dir: Path, config: TrainConfig, labels: list[str]) -> None:
@@ -93,14 +139,14 @@ def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None
     info_path = run_dir / RUN_FILE
     if not info_path.exists():
         raise FileNotFoundError(f"{info_path}: not a run directory (no {RUN_FILE})")
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (run_dir / name).exists():
-            raise FileNotFoundError(f"{run_dir / name}: missing; the run has not finished an evaluation yet")
     info = json.loads(info_path.read_text())
     config = TrainConfig.from_json(info["config"])
     config = TrainConfig.from_json({**config.to_json(), "model": model or info["model"]})
+    for name in tuned_files(config):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir / name}: missing; the run has not finished an evaluation yet")
     resolved = resolve_device(device)
     tagger = build_tagger(config, len(info["labels"]), resolved, with_lora=False)
-    load_adapter(tagger, run_dir)
+    load_tuned(tagger, run_dir, config)
     keep_trainable_in_float32(tagger)
     return LoadedRun(tagger.eval(), load_tokenizer(config.model), config, list(info["labels"]), resolved)
