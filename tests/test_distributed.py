@@ -51,8 +51,8 @@ def conll_slice(tmp_path_factory) -> Path:
 def run_config(tiny_model: Path, conll_slice: Path, out: Path, **changes) -> TrainConfig:
     """48 sentences, a global batch of 8 (4 per rank, in 2 micro-batches): 6 steps per epoch, 8 steps in all,
     evaluated at the end of each epoch and of the run; no dropout, so the ranks compute what one process does."""
-    return TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(out), limit=48, batch_size=8,
-                       grad_accum=2, max_steps=8, lr=1e-3, weight_decay=0.01, checkpoint_every=2,
+    return TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(out), window="sentence", limit=48,
+                       batch_size=8, grad_accum=2, max_steps=8, lr=1e-3, weight_decay=0.01, checkpoint_every=2,
                        head_dropout=0.0, lora_dropout=0.0, eval_max_tokens=256, **changes)
 
 

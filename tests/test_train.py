@@ -39,8 +39,8 @@ def records(run_dir: Path, kind: str) -> list[dict]:
 def trained_run(tmp_path_factory, conll_slice, smollm2_dir) -> Path:
     """SmolLM2-135M fine-tuned for 60 steps on 240 real training sentences."""
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(model=str(smollm2_dir), data=str(conll_slice), out=str(out), epochs=2, batch_size=8,
-                         lr=1e-3, eval_every=30, checkpoint_every=30)
+    config = TrainConfig(model=str(smollm2_dir), data=str(conll_slice), out=str(out), window="sentence",
+                         epochs=2, batch_size=8, lr=1e-3, eval_every=30, checkpoint_every=30)
     train(config)
     return out
 
@@ -104,7 +104,8 @@ def test_predict_cli_conll_in_conll_out(trained_run, conll_slice, tmp_path):
 
 @needs_conll
 def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_model, conll_slice, tmp_path):
-    settings = dict(model=str(tiny_model), data=str(conll_slice), limit=96, batch_size=8, epochs=2, lr=1e-3,
+    settings = dict(model=str(tiny_model), data=str(conll_slice), window="sentence", limit=96, batch_size=8,
+                    epochs=2, lr=1e-3,
                     eval_every=9, checkpoint_every=4, head_dropout=0.1, lora_dropout=0.1)
     whole = TrainConfig(out=str(tmp_path / "whole"), **settings)
     train(whole)

@@ -40,14 +40,15 @@ class TrainConfig:
     clip_grad_norm: float = 1.0
     epochs: int = 1
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule is sized to it)
-    batch_size: int = 16  # sentences per optimizer step (split into `grad_accum` micro-batches)
+    batch_size: int = 2  # windows per optimizer step (split into `grad_accum` micro-batches); 2 document windows
+    # hold about 460 tokens, as many as 16 sentence windows
     grad_accum: int = 1
     limit: int | None = None  # use only the first N training sentences
     seed: int = 0
     # Windows and context
-    window: str = "sentence"  # sentence: a window per sentence; document: windows over whole documents
-    max_len: int = 256  # tokens per window; longer sentences (or documents) are split into overlapping windows
-    stride: int | None = None  # tokens between the starts of overlapping windows; None: half a window
+    window: str = "document"  # document: windows over whole documents (data/align.py); sentence: one per sentence
+    max_len: int = 256  # tokens per window; longer documents (or sentences) are split into overlapping windows
+    stride: int | None = 192  # tokens between the starts of overlapping windows; None: half a window
     context: int = 0  # document-context tokens on each side of a sentence (FLERT); 0 = sentence only
     add_bos: bool = True
     # Evaluation, checkpoints, early stopping
@@ -100,7 +101,9 @@ class TrainConfig:
 # Larger models on a GPU, with the choices that pay on the small one carried over.
 PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {},
-    "llama-3.2-1b": dict(model="weights/llama-3.2-1b", lr=2e-4, epochs=3, batch_size=32, patience=2,
+    # The small model's choices (bidirectional, LoRA on all seven projections, document windows of 256 tokens every
+    # 192) with a lower learning rate for the larger model, more epochs on a GPU, and early stopping.
+    "llama-3.2-1b": dict(model="weights/llama-3.2-1b", lr=2e-4, epochs=3, batch_size=8, patience=2,
                          eval_every=None, device="auto", precision="auto"),
 }
 
