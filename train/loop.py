@@ -217,7 +217,7 @@ def train_process(
     bar.close()
     best = progress["best"]
     if world.is_main:
-        print(f"best validation F1 {best['valid_f1']:.2f} at step {best['step']}; adapter in {run_dir}")
+        print(f"best validation F1 {best['valid_f1']:.2f} at step {best['step']}; its weights are in {run_dir}")
         print(f"training curves: {plot_run(run_dir)}")
     return best
 
