@@ -18,7 +18,6 @@ import pytest
 from train.plot import (SIZE, TRAIN_STEP, TRAIN_SUBSET, VALID, linear_axis, log_axis, main, plot_run, read_metrics,
                         write_png)
 
-REAL_LOG = Path(__file__).resolve().parents[1] / "runs" / "bidir-default" / "metrics.jsonl"
 
 
 def decode_png(path: Path) -> np.ndarray:
@@ -183,10 +182,3 @@ def test_main_defaults_to_the_run_directory(tmp_path, capsys):
     main([str(run_dir)])
     assert capsys.readouterr().out.strip() == str(run_dir / "curves.png")
     assert decode_png(run_dir / "curves.png").shape == (*SIZE, 3)
-
-
-@pytest.mark.skipif(not REAL_LOG.exists(), reason=f"no real run log at {REAL_LOG}")
-def test_renders_a_real_run(tmp_path):
-    image = decode_png(plot_run(REAL_LOG.parent, tmp_path / "curves.png"))
-    found = {name: colours(region) for name, region in regions(image).items()}
-    assert {TRAIN_STEP, VALID} <= found["loss plot"] and VALID in found["f1 plot"]
