@@ -116,7 +116,6 @@ def build_examples(
             bounds = [0, *accumulate(len(sentences[s].words) for s in range(start, end))]
             spans = list(zip(bounds, bounds[1:]))
         for first, stop in spans:  # stream indices of the span's words
-
             lo, hi = (0, len(stream)) if context else (first, stop)  # where context may come from
             windows = [
                 _grow(sizes, a, b, lo, hi, first, stop, budget, context)

@@ -55,10 +55,34 @@ def save_adapter(model: nn.Module, directory: str | Path, extra: tuple[str, ...]
     config_tmp = directory / f".{CONFIG_NAME}.tmp"
     config_tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
     os.replace(config_tmp, directory / CONFIG_NAME)
-    weights_tmp = directory / f".{WEIGHTS_NAME}.tmp"
-    save_file(tensors, weights_tmp, metadata={"format": "pt"})
-    os.replace(weights_tmp, directory / WEIGHTS_NAME)
+    save_tensors(directory / WEIGHTS_NAME, tensors)
     return directory
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file written beside `path` and renamed into place, so a kill never leaves a torn file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, tmp, metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def load_tensors_into(path: Path, targets: dict[str, torch.Tensor]) -> None:
+    """Copy the tensors of a safetensors file into `targets` (name -> tensor of the model), strictly: every name
+    present, no name left over, every shape equal; the error names the file and the tensor."""
+    loaded = load_file(path)
+    missing = sorted(targets.keys() - loaded.keys())
+    unexpected = sorted(loaded.keys() - targets.keys())
+    if missing:
+        raise KeyError(f"{path}: missing tensor {missing[0]!r} ({len(missing)} missing in all)")
+    if unexpected:
+        raise KeyError(f"{path}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} the model has no place for)")
+    for key, target in targets.items():
+        if loaded[key].shape != target.shape:
+            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(loaded[key].shape)}, "
+                             f"the model expects {tuple(target.shape)}")
+    for key, target in targets.items():
+        target.copy_(loaded[key])
 
 
 def read_adapter_config(directory: str | Path) -> AdapterConfig:
@@ -95,20 +119,6 @@ def load_adapter(model: nn.Module, directory: str | Path) -> AdapterConfig:
     if merged:
         raise ValueError(f"cannot load an adapter into merged LoRA modules ({merged[0]}, ...); unmerge_lora first")
 
-    path = directory / WEIGHTS_NAME
-    loaded = load_file(path)
-    expected = lora_state_dict(model, config.extra)
-    missing = sorted(expected.keys() - loaded.keys())
-    unexpected = sorted(loaded.keys() - expected.keys())
-    if missing:
-        raise KeyError(f"{path}: missing tensor {missing[0]!r} ({len(missing)} missing in all)")
-    if unexpected:
-        raise KeyError(f"{path}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} the model has no place for)")
-    for key, target in expected.items():
-        if loaded[key].shape != target.shape:
-            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(loaded[key].shape)}, "
-                             f"the model expects {tuple(target.shape)}")
-    with torch.no_grad():
-        for key, target in expected.items():
-            target.copy_(loaded[key])  # state_dict tensors share storage with the parameters
+    # state_dict tensors share storage with the parameters, so copying into them fills the model.
+    load_tensors_into(directory / WEIGHTS_NAME, lora_state_dict(model, config.extra))
     return config

@@ -22,6 +22,7 @@ from train.loop import CHECKPOINT_FILE, METRICS_FILE, train, train_step
 from train.evaluate import tag_and_score
 from train.run import build_tagger, load_run
 
+
 @pytest.fixture(scope="module")
 def conll_slice(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("conll")
@@ -105,8 +106,7 @@ def test_predict_cli_conll_in_conll_out(trained_run, conll_slice, tmp_path):
 @needs_conll
 def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_model, conll_slice, tmp_path):
     settings = dict(model=str(tiny_model), data=str(conll_slice), window="sentence", limit=96, batch_size=8,
-                    epochs=2, lr=1e-3,
-                    eval_every=9, checkpoint_every=4, head_dropout=0.1, lora_dropout=0.1)
+                    epochs=2, lr=1e-3, eval_every=9, checkpoint_every=4, head_dropout=0.1, lora_dropout=0.1)
     whole = TrainConfig(out=str(tmp_path / "whole"), **settings)
     train(whole)
 

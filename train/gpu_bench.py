@@ -50,7 +50,7 @@ from train.bench import forward_flops_per_token, matmul_ceiling
 from train.config import TrainConfig
 from train.evaluate import autocast
 from train.optim import AdamW
-from train.run import keep_trainable_in_float32, use_bf16
+from train.run import compile_blocks, keep_trainable_in_float32, use_bf16
 
 # A 2-layer model with grouped-query attention, small enough for a CPU test to train in seconds.
 TINY = LlamaConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
@@ -165,8 +165,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     tagger = build_random_tagger(config, device, dtype)
     tagger.backbone.activation_checkpointing = args.activation_checkpointing
     if args.compile:
-        for block in tagger.backbone.layers:  # per block: the FLOPs are there, and the masks stay out of the graph
-            block.compile(dynamic=True)
+        compile_blocks(tagger)
     parameters = count_parameters(tagger)
     optimizer = AdamW([p for p in tagger.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from lora.inject import inject_lora
-from lora.io import CONFIG_NAME, WEIGHTS_NAME, load_adapter, save_adapter
+from lora.io import CONFIG_NAME, WEIGHTS_NAME, load_adapter, load_tensors_into, save_adapter, save_tensors
 from model import load_llama, load_tokenizer
 from model.tagger import Tagger
 from train.config import TrainConfig
@@ -69,10 +68,15 @@ def build_tagger(
                     dropout=config.lora_dropout, trainable=("head",))
         keep_trainable_in_float32(tagger)
     if config.compile:
-        # Block by block, in place (state-dict keys unchanged); dynamic shapes, as every batch has its own length.
-        for block in tagger.backbone.layers:
-            block.compile(dynamic=True)
+        compile_blocks(tagger)
     return tagger
+
+
+def compile_blocks(tagger: Tagger) -> None:
+    """torch.compile each transformer block, in place (state-dict keys unchanged), for dynamic shapes: every batch
+    has its own length. Per block: the FLOPs are there, and the masks and padding layout stay out of the graph."""
+    for block in tagger.backbone.layers:
+        block.compile(dynamic=True)
 
 
 def keep_trainable_in_float32(tagger: Tagger) -> None:
@@ -92,29 +96,16 @@ def save_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
         save_adapter(tagger, run_dir)
         return
     tensors = {name: p.detach().contiguous() for name, p in tagger.named_parameters() if p.requires_grad}
-    tmp = run_dir / f".{FINETUNED_NAME}.tmp"
-    save_file(tensors, tmp, metadata={"format": "pt"})
-    os.replace(tmp, run_dir / FINETUNED_NAME)
+    save_tensors(run_dir / FINETUNED_NAME, tensors)
 
 
-@torch.no_grad()
 def load_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
     """Fill `tagger` (built by build_tagger without LoRA) from what save_tuned wrote, strictly."""
     if config.finetune != "full":
         load_adapter(tagger, run_dir)
         return
-    path = run_dir / FINETUNED_NAME
-    loaded = load_file(path)
     params = {name: p for name, p in tagger.named_parameters() if p.requires_grad}
-    for problem, names in (("missing tensor", params.keys() - loaded.keys()),
-                           ("unexpected tensor", loaded.keys() - params.keys())):
-        if names:
-            raise KeyError(f"{path}: {problem} {sorted(names)[0]!r} ({len(names)} in all)")
-    for name, p in params.items():
-        if loaded[name].shape != p.shape:
-            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(loaded[name].shape)}, "
-                             f"the model expects {tuple(p.shape)}")
-        p.copy_(loaded[name])
+    load_tensors_into(run_dir / FINETUNED_NAME, params)
 
 
 def write_run_info(run_dir: Path, config: TrainConfig, labels: list[str]) -> None:
