@@ -32,10 +32,12 @@ has most context. Every sentence then sees its neighbours, and a token is comput
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from data.conll import Sentence
 from data.labels import ID_TO_LABEL, IGNORE_INDEX, LABEL_TO_ID
+
+T = TypeVar("T")
 
 
 class Tokenizer(Protocol):
@@ -204,27 +206,37 @@ def _example(
     return Example(input_ids, labels, positions, words)
 
 
-def predictions_to_tags(
-    examples: Sequence[Example], predictions: Sequence[Sequence[int] | None], sentences: Sequence[Sentence]
-) -> list[list[str]]:
-    """Map per-example predicted label ids (one per entry of Example.positions) back to tags per sentence.
+def predictions_per_word(
+    examples: Sequence[Example], predictions: Sequence[Sequence[T] | None], sentences: Sequence[Sentence]
+) -> list[list[T]]:
+    """Map per-example predictions (one per entry of Example.positions: a label id, or a row of label scores)
+    back to one prediction per word of each sentence.
 
     Raises ValueError unless every word of every sentence got exactly one prediction.
     """
     if len(predictions) != len(examples):
         raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
-    tags: list[list[str | None]] = [[None] * len(s.words) for s in sentences]
+    unset = object()
+    per_word: list[list] = [[unset] * len(s.words) for s in sentences]
     for k, (example, predicted) in enumerate(zip(examples, predictions)):
         if predicted is None:
             raise ValueError(f"example {k} got no predictions")
         if len(predicted) != len(example.positions):
             raise ValueError(f"example {k}: {len(predicted)} predictions for {len(example.positions)} words")
-        for (s, w), label_id in zip(example.words, predicted):
-            if tags[s][w] is not None:
+        for (s, w), value in zip(example.words, predicted):
+            if per_word[s][w] is not unset:
                 raise ValueError(f"word {w} of sentence {s} ({sentences[s].words[w]!r}) predicted twice")
-            tags[s][w] = ID_TO_LABEL[int(label_id)]
-    for s, sentence_tags in enumerate(tags):
-        for w, tag in enumerate(sentence_tags):
-            if tag is None:
+            per_word[s][w] = value
+    for s, values in enumerate(per_word):
+        for w, value in enumerate(values):
+            if value is unset:
                 raise ValueError(f"word {w} of sentence {s} ({sentences[s].words[w]!r}) got no prediction")
-    return tags  # type: ignore[return-value]
+    return per_word
+
+
+def predictions_to_tags(
+    examples: Sequence[Example], predictions: Sequence[Sequence[int] | None], sentences: Sequence[Sentence]
+) -> list[list[str]]:
+    """Per-example predicted label ids back to tags per sentence (see predictions_per_word)."""
+    per_word = predictions_per_word(examples, predictions, sentences)
+    return [[ID_TO_LABEL[int(label_id)] for label_id in ids] for ids in per_word]

@@ -173,9 +173,10 @@ def iterate_batches(examples: Sequence[Example], plan: Plan, pad_id: int) -> Ite
 def batch_predictions(
     batch: Batch, predicted: torch.Tensor, examples: Sequence[Example]
 ) -> list[tuple[int, list[int]]]:
-    """(example index, label ids at its Example.positions) for each example of the batch.
+    """(example index, predictions at its Example.positions) for each example of the batch.
 
-    `predicted` is (B, T), e.g. logits.argmax(-1); feed the results to align.predictions_to_tags.
+    `predicted` is (B, T), e.g. logits.argmax(-1), or (B, T, L), e.g. label log-probabilities (each prediction is then
+    a list of L floats); align.predictions_per_word maps the results back to words.
     """
     rows, cols, counts = [], [], []
     for p in batch.placements:

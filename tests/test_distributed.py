@@ -178,7 +178,7 @@ def records(run_dir: Path) -> list[dict]:
 def test_two_ranks_take_the_steps_of_one_process(two_rank_job, run):
     saved = torch.load(two_rank_job[run] / CHECKPOINT_FILE, weights_only=False)
     assert saved["world_size"] == RANKS and saved["progress"]["step"] == 8
-    config = TrainConfig.from_json(json.loads((two_rank_job[run] / "run.json").read_text())["config"])
+    config = TrainConfig.from_saved(json.loads((two_rank_job[run] / "run.json").read_text())["config"])
     expected = one_process_steps(config)
     assert saved["trainable"].keys() == expected.keys()
     for name, tensor in expected.items():
@@ -210,7 +210,7 @@ def test_distributed_evaluation_equals_one_process(two_rank_job, tiny_model, con
 @needs_conll
 def test_a_checkpoint_resumes_only_with_its_world_size(two_rank_job, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    config = TrainConfig.from_json(json.loads((two_rank_job["plain"] / "run.json").read_text())["config"])
+    config = TrainConfig.from_saved(json.loads((two_rank_job["plain"] / "run.json").read_text())["config"])
     with pytest.raises(ValueError, match="written by 2 process"):
         train(config)
     with pytest.raises(ValueError, match="torchrun"):

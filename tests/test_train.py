@@ -12,7 +12,7 @@ import torch
 from data.align import build_examples
 from data.batching import collate
 from data.conll import read_conll
-from data.labels import LABELS
+from data.labels import LABELS, first_iob2_violation
 from model import load_tokenizer
 from tests.conll_data import CONLL, needs_conll, slice_conll
 from train import evaluate as evaluate_cli
@@ -77,6 +77,12 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
     assert len(word_lines) == sum(len(s.words) for s in gold)
     assert lines[0] == "-DOCSTART- O O"
     assert all(len(line.split()) == 3 for line in word_lines)
+    # The decoder can be chosen at evaluation; both write valid IOB2.
+    for decoder in ("viterbi", "argmax"):
+        assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"),
+                                  "--out", str(out), "--decode", decoder]) == 0
+        blocks = out.read_text().split("\n\n")
+        assert all(first_iob2_violation([line.split()[2] for line in b.splitlines()]) is None for b in blocks)
 
 
 @needs_conll
@@ -151,11 +157,13 @@ def test_document_windows_train_and_evaluate_alike(tiny_model, conll_slice, tmp_
 
 
 @needs_conll
-def test_a_run_directory_refuses_other_settings(tiny_model, conll_slice, tmp_path):
+def test_a_run_directory_refuses_other_settings(tiny_model, conll_slice, tmp_path, monkeypatch):
     settings = dict(model=str(tiny_model), data=str(conll_slice), limit=16, batch_size=8, max_steps=1)
     train(TrainConfig(out=str(tmp_path), **settings))
     with pytest.raises(ValueError, match="lr"):
         train(TrainConfig(out=str(tmp_path), lr=1e-2, **settings))
+    monkeypatch.chdir(tmp_path.parent)  # the same directory by a relative path is the same run
+    assert train(TrainConfig(out=tmp_path.name, **settings))["step"] == 1
 
 
 @needs_conll
@@ -201,3 +209,14 @@ def test_cli_flags_and_presets():
     assert preset.model == "weights/llama-3.2-1b" and preset.epochs == 1
     with pytest.raises(ValueError, match="unknown LoRA targets"):
         parse_args(["--lora-targets", "qkv"])
+    assert parse_args([]).decode == "viterbi" and parse_args(["--decode", "argmax"]).decode == "argmax"
+    with pytest.raises(ValueError, match="decode must be"):
+        parse_args(["--decode", "beam"])
+
+
+def test_a_saved_run_reads_back_as_it_was_made():
+    written = TrainConfig(window="document", decode="viterbi", lr=1e-3).to_json()
+    assert TrainConfig.from_saved(written) == TrainConfig.from_json(written)
+    # A run written before document windows and decoders existed was trained on sentences and read by argmax.
+    older = {k: v for k, v in written.items() if k not in ("window", "stride", "decode")}
+    assert TrainConfig.from_saved(older) == TrainConfig(window="sentence", stride=None, decode="argmax", lr=1e-3)

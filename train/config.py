@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from data.decode import DECODERS
 from lora.inject import LLAMA_TARGETS
 
 DEFAULT_MODEL = "weights/smollm2-135m-instruct"
@@ -54,6 +55,7 @@ class TrainConfig:
     # Evaluation, checkpoints, early stopping
     eval_every: int | None = None  # optimizer steps between evaluations; None: once per epoch
     eval_max_tokens: int = 8192  # padded tokens per evaluation batch
+    decode: str = "viterbi"  # per-word scores -> tags: the best valid IOB2 sequence, or argmax (data/decode.py)
     train_eval_sentences: int = 500  # also score the first N training sentences at each evaluation (overfitting)
     patience: int | None = None  # stop after this many evaluations without a better validation F1
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
@@ -70,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, float32 or bf16, got {self.precision!r}")
         if self.window not in ("sentence", "document"):
             raise ValueError(f"window must be sentence or document, got {self.window!r}")
+        if self.decode not in DECODERS:
+            raise ValueError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
         if self.finetune not in ("lora", "full"):
             raise ValueError(f"finetune must be lora or full, got {self.finetune!r}")
         if self.finetune == "full" and self.fsdp:
@@ -96,6 +100,19 @@ class TrainConfig:
         if "lora_targets" in raw:
             raw = {**raw, "lora_targets": tuple(raw["lora_targets"])}
         return cls(**raw)
+
+    @classmethod
+    def from_saved(cls, raw: dict[str, Any]) -> TrainConfig:
+        """The settings of a run as written to its run.json. A setting added after the run was written reads as
+        the value that reproduces how the run was made (SETTINGS_ADDED_LATER), not as today's default."""
+        return cls.from_json({**SETTINGS_ADDED_LATER, **raw})
+
+
+# Settings added to TrainConfig after runs existed, with the behaviour those runs had before the setting existed.
+SETTINGS_ADDED_LATER: dict[str, Any] = dict(
+    window="sentence", stride=None, finetune="lora", train_eval_sentences=0, compile=False, fsdp=False,
+    decode="argmax",
+)
 
 
 # Larger models on a GPU, with the choices that pay on the small one carried over.

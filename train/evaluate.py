@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from data.align import Example, build_examples, predictions_to_tags
+from data.align import Example, build_examples, predictions_per_word
 from data.batching import batch_predictions, bucketed_plan, iterate_batches, shard_plan
 from data.conll import Sentence, read_conll, write_conlleval
-from data.labels import IGNORE_INDEX, iob1_to_iob2
+from data.decode import DECODERS, decode_tags
+from data.labels import IGNORE_INDEX
 from model.tagger import Tagger
 from train.config import TrainConfig
 from train.distributed import SINGLE_PROCESS, World, gather_objects
@@ -39,8 +41,9 @@ def predict_examples(
     max_tokens: int,
     bf16: bool,
     world: World = SINGLE_PROCESS,
-) -> tuple[list[list[int]], float, int]:
-    """Label ids at every labelled position of every example, the summed loss where labels exist, and their count.
+) -> tuple[list[list[list[float]]], float, int]:
+    """Label log-probabilities (a row of L) at every labelled position of every example, the summed loss where
+    labels exist, and their count.
 
     Examples are batched longest first up to `max_tokens` padded tokens, so evaluation wastes little on padding.
     Under torchrun each rank predicts its share of the batches and every rank gets all the results.
@@ -58,7 +61,7 @@ def predict_examples(
         if labelled.any():
             loss_sum += F.cross_entropy(logits[labelled].float(), batch.labels[labelled], reduction="sum").item()
             labelled_count += int(labelled.sum())
-        predicted.update(batch_predictions(batch, logits.argmax(-1), examples))
+        predicted.update(batch_predictions(batch, logits.float().log_softmax(-1), examples))
     tagger.train(was_training)
     if world.distributed:
         shares = gather_objects((predicted, loss_sum, labelled_count), world)
@@ -90,9 +93,8 @@ def tag_and_score(
         examples = build_examples(sentences, tokenizer, config.max_len, **config.window_settings())
     predictions, loss_sum, count = predict_examples(
         tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16, world)
-    # Per-token argmax can put I-X after O; read as conlleval reads it, that starts an entity, so rewrite it as
-    # B-X: the output is valid IOB2 and the entities (hence the scores) are unchanged.
-    tags = [iob1_to_iob2(t) for t in predictions_to_tags(examples, predictions, sentences)]
+    per_word = predictions_per_word(examples, predictions, sentences)
+    tags = [decode_tags(log_probs, config.decode) for log_probs in per_word]
     if any(s.tags is None for s in sentences):
         return Evaluation(tags, None, None)
     scores = evaluate([s.tags for s in sentences], tags)
@@ -108,15 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write `token gold pred` lines here (conlleval format)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
+    parser.add_argument("--decode", choices=DECODERS, help="how scores become tags (default: the run's setting)")
     args = parser.parse_args(argv)
 
     run = load_run(args.run, device=args.device, model=args.model)
+    config = dataclasses.replace(run.config, decode=args.decode) if args.decode else run.config
     sentences = read_conll(args.data)
     if any(s.tags is None for s in sentences):
         print(f"error: {args.data} has no NER column to score against; use train.predict to tag it",
               file=sys.stderr)
         return 2
-    result = tag_and_score(run.tagger, run.tokenizer, run.config, sentences, run.device, use_bf16(run.config, run.device))
+    result = tag_and_score(run.tagger, run.tokenizer, config, sentences, run.device, use_bf16(config, run.device))
     print(conlleval_report(result.scores))
     if args.out:
         write_conlleval(args.out, sentences, result.tags)

@@ -56,9 +56,11 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> bool:
     info_path = run_dir / RUN_FILE
     if not info_path.exists():
         return False
-    # Read through TrainConfig, so settings added since the run was written compare as their defaults.
-    saved = json.loads(json.dumps(TrainConfig.from_json(json.loads(info_path.read_text())["config"]).to_json()))
+    # Read through TrainConfig, so settings added since the run was written compare as the behaviour the run had.
+    # `out` is left out: it is run_dir itself, which may be spelled relative to another folder or absolute.
+    saved = json.loads(json.dumps(TrainConfig.from_saved(json.loads(info_path.read_text())["config"]).to_json()))
     wanted = json.loads(json.dumps(config.to_json()))  # as it reads back from run.json: tuples become lists
+    saved.pop("out"), wanted.pop("out")
     if saved != wanted:
         changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
         raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); "

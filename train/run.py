@@ -131,7 +131,7 @@ def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None
     if not info_path.exists():
         raise FileNotFoundError(f"{info_path}: not a run directory (no {RUN_FILE})")
     info = json.loads(info_path.read_text())
-    config = TrainConfig.from_json(info["config"])
+    config = TrainConfig.from_saved(info["config"])
     config = TrainConfig.from_json({**config.to_json(), "model": model or info["model"]})
     for name in tuned_files(config):
         if not (run_dir / name).exists():
