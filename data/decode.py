@@ -31,6 +31,9 @@ def iob2_transitions() -> np.ndarray:
     return allowed
 
 
+_TRANSITION_PENALTY = np.where(iob2_transitions(), 0.0, -np.inf)
+
+
 def viterbi_iob2(log_probs: np.ndarray) -> list[int]:
     """Label ids of the most probable valid IOB2 sequence under per-word log-probabilities (n_words, L).
 
@@ -39,7 +42,7 @@ def viterbi_iob2(log_probs: np.ndarray) -> list[int]:
     n = len(log_probs)
     if n == 0:
         return []
-    penalty = np.where(iob2_transitions(), 0.0, -np.inf)  # (L_prev, L_next)
+    penalty = _TRANSITION_PENALTY  # (L_prev, L_next)
     score = log_probs[0] + penalty[LABEL_TO_ID["O"]]  # best score of a path ending in each label
     back = np.zeros((n, len(LABELS)), dtype=np.int64)
     for i in range(1, n):
