@@ -172,7 +172,7 @@ def iterate_batches(examples: Sequence[Example], plan: Plan, pad_id: int) -> Ite
 
 def batch_predictions(
     batch: Batch, predicted: torch.Tensor, examples: Sequence[Example]
-) -> list[tuple[int, list[int]]]:
+) -> list[tuple[int, list]]:
     """(example index, predictions at its Example.positions) for each example of the batch.
 
     `predicted` is (B, T), e.g. logits.argmax(-1), or (B, T, L), e.g. label log-probabilities (each prediction is then

@@ -60,7 +60,7 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> bool:
     # `out` is left out: it is run_dir itself, which may be spelled relative to another folder or absolute.
     saved = json.loads(json.dumps(TrainConfig.from_saved(json.loads(info_path.read_text())["config"]).to_json()))
     wanted = json.loads(json.dumps(config.to_json()))  # as it reads back from run.json: tuples become lists
-    saved.pop("out"), wanted.pop("out")
+    del saved["out"], wanted["out"]
     if saved != wanted:
         changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
         raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); "
