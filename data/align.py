@@ -1,4 +1,4 @@
-"""Word -> subword alignment: sentences become model-sized Examples, predictions come back as tags.
+"""Word -> subword alignment: sentences become model-sized Examples, predictions come back per word.
 
 Encoding. Each word is encoded on its own as `" " + word`. A byte-level BPE (Llama 3's tiktoken
 vocabulary) glues a leading space to the following word ("Ġword" style tokens), so this is how
@@ -35,7 +35,7 @@ from itertools import accumulate
 from typing import Protocol, TypeVar
 
 from data.conll import Sentence
-from data.labels import ID_TO_LABEL, IGNORE_INDEX, LABEL_TO_ID
+from data.labels import IGNORE_INDEX, LABEL_TO_ID
 
 T = TypeVar("T")
 
@@ -233,10 +233,3 @@ def predictions_per_word(
                 raise ValueError(f"word {w} of sentence {s} ({sentences[s].words[w]!r}) got no prediction")
     return per_word
 
-
-def predictions_to_tags(
-    examples: Sequence[Example], predictions: Sequence[Sequence[int] | None], sentences: Sequence[Sentence]
-) -> list[list[str]]:
-    """Per-example predicted label ids back to tags per sentence (see predictions_per_word)."""
-    per_word = predictions_per_word(examples, predictions, sentences)
-    return [[ID_TO_LABEL[int(label_id)] for label_id in ids] for ids in per_word]

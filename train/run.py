@@ -1,6 +1,6 @@
 """A run directory holds everything needed to reload a trained tagger:
 
-    run.json               training settings, label list, absolute path of the base checkpoint
+    run.json               training settings, label list, absolute path of the base checkpoint, code version
     adapter_config.json    LoRA r, alpha, targets (lora/io.py)
     adapter.safetensors    LoRA A/B of every adapted projection + the classification head, best validation F1
     finetuned.safetensors  instead of the adapter, with --finetune full: every trained tensor (backbone and head)
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +109,25 @@ def load_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
     load_tensors_into(run_dir / FINETUNED_NAME, params)
 
 
+def code_version() -> str | None:
+    """The git commit of this code, with "-dirty" when tracked files differ from it, so that a result in a run
+    directory can be traced back to the code that made it; None outside a git checkout or without git."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
 def write_run_info(run_dir: Path, config: TrainConfig, labels: list[str]) -> None:
-    info = {"config": config.to_json(), "labels": labels, "model": str(Path(config.model).resolve())}
+    info = {"config": config.to_json(), "labels": labels, "model": str(Path(config.model).resolve()),
+            "code": code_version()}
     tmp = run_dir / f".{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, run_dir / RUN_FILE)
@@ -131,8 +149,7 @@ def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None
     if not info_path.exists():
         raise FileNotFoundError(f"{info_path}: not a run directory (no {RUN_FILE})")
     info = json.loads(info_path.read_text())
-    config = TrainConfig.from_saved(info["config"])
-    config = TrainConfig.from_json({**config.to_json(), "model": model or info["model"]})
+    config = TrainConfig.from_saved({**info["config"], "model": model or info["model"]})
     for name in tuned_files(config):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir / name}: missing; the run has not finished an evaluation yet")
