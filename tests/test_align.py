@@ -103,7 +103,8 @@ def test_word_longer_than_window_is_an_error(tok):
 
 def test_document_context_adds_neighbours_of_the_same_document_only(tok):
     sentences = read_conll(FIXTURES / "iob1_4col.txt")  # documents: sentences 0-2, 3, 4
-    sizes = {(s, w): len(tok.encode(" " + word)) for s, sent in enumerate(sentences) for w, word in enumerate(sent.words)}
+    sizes = {(s, w): len(tok.encode(" " + word))
+             for s, sent in enumerate(sentences) for w, word in enumerate(sent.words)}
     assert sizes[0, 8] == sizes[1, 0] == sizes[1, 9] == sizes[2, 0] == 1  # the words next to sentence breaks
     for context in (1, 4, 8, 100):
         examples = build_examples(sentences, tok, max_len=128, context=context)

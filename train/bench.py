@@ -74,7 +74,9 @@ def load_sentences(count: int, seed: int):
 
 def forward_flops_per_token(config: LlamaConfig, mean_attended: float) -> float:
     d, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
-    linear = config.hidden_size * (d + 2 * kv) + d * config.hidden_size + 3 * config.hidden_size * config.intermediate_size
+    qkvo = config.hidden_size * (d + 2 * kv) + d * config.hidden_size
+    gate_up_down = 3 * config.hidden_size * config.intermediate_size
+    linear = qkvo + gate_up_down  # weights per layer, each used once per token
     return config.num_layers * (2 * linear + 4 * mean_attended * d)
 
 
@@ -160,7 +162,8 @@ def worker(system: str, batching: str, precision: str, memory: str, args: argpar
             logits_of(batch)
     tag_seconds = time.perf_counter() - start
     return {"system": system, "batching": batching, "precision": precision, "memory": memory,
-            "real_tokens": real, "slots": slots, "train_tokens_per_s": real / train_seconds, "tag_tokens_per_s": real / tag_seconds,
+            "real_tokens": real, "slots": slots,
+            "train_tokens_per_s": real / train_seconds, "tag_tokens_per_s": real / tag_seconds,
             "peak_rss": peak_rss, "rss_after_load": rss_loaded, "mean_loss": sum(losses) / len(losses),
             "mean_attended": sum(n * n for n in lengths) / sum(lengths)}
 
