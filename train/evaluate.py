@@ -72,9 +72,10 @@ def predict_examples(
 
 @dataclass
 class Evaluation:
-    tags: list[list[str]]  # predicted IOB2 tags per sentence
+    tags: list[list[str]]  # predicted IOB2 tags per sentence, by the config's decoder
     scores: Scores | None  # None when the sentences carry no gold tags
     loss: float | None
+    f1_by_decoder: dict[str, float] | None  # F1 of every decoder from the same scores: what each one buys
 
 
 def tag_and_score(
@@ -94,11 +95,13 @@ def tag_and_score(
     predictions, loss_sum, count = predict_examples(
         tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16, world)
     per_word = predictions_per_word(examples, predictions, sentences)
-    tags = [decode_tags(log_probs, config.decode) for log_probs in per_word]
+    tags_by_decoder = {d: [decode_tags(log_probs, d) for log_probs in per_word] for d in DECODERS}
+    tags = tags_by_decoder[config.decode]
     if any(s.tags is None for s in sentences):
-        return Evaluation(tags, None, None)
-    scores = evaluate([s.tags for s in sentences], tags)
-    return Evaluation(tags, scores, loss_sum / max(count, 1))
+        return Evaluation(tags, None, None, None)
+    gold = [s.tags for s in sentences]
+    f1_by_decoder = {d: evaluate(gold, decoded).f1 for d, decoded in tags_by_decoder.items()}
+    return Evaluation(tags, evaluate(gold, tags), loss_sum / max(count, 1), f1_by_decoder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = tag_and_score(run.tagger, run.tokenizer, config, sentences, run.device, use_bf16(config, run.device))
     print(conlleval_report(result.scores))
+    print("F1 by decoder: " + ", ".join(f"{d} {f1:.2f}" for d, f1 in result.f1_by_decoder.items()))
     if args.out:
         write_conlleval(args.out, sentences, result.tags)
         print(f"predictions written to {args.out}")

@@ -153,7 +153,8 @@ def train_process(
         record = {"type": "eval", "step": progress["step"], "epoch": progress["epoch"],
                   "valid_loss": result.loss, "valid_f1": result.scores.f1,
                   "valid_precision": result.scores.precision, "valid_recall": result.scores.recall,
-                  "per_type_f1": {k: v.f1 for k, v in result.scores.per_type.items()}}
+                  "per_type_f1": {k: v.f1 for k, v in result.scores.per_type.items()},
+                  "valid_f1_by_decoder": result.f1_by_decoder}
         if seen is not None:
             record.update(train_loss=seen.loss, train_f1=seen.scores.f1)
         record["seconds"] = time.perf_counter() - started
