@@ -95,13 +95,13 @@ def tag_and_score(
     predictions, loss_sum, count = predict_examples(
         tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16, world)
     per_word = predictions_per_word(examples, predictions, sentences)
-    tags_by_decoder = {d: [decode_tags(log_probs, d) for log_probs in per_word] for d in DECODERS}
-    tags = tags_by_decoder[config.decode]
+    tags = [decode_tags(log_probs, config.decode) for log_probs in per_word]
     if any(s.tags is None for s in sentences):
         return Evaluation(tags, None, None, None)
     gold = [s.tags for s in sentences]
-    f1_by_decoder = {d: evaluate(gold, decoded).f1 for d, decoded in tags_by_decoder.items()}
-    return Evaluation(tags, evaluate(gold, tags), loss_sum / max(count, 1), f1_by_decoder)
+    scores = {d: evaluate(gold, tags if d == config.decode else [decode_tags(lp, d) for lp in per_word])
+              for d in DECODERS}
+    return Evaluation(tags, scores[config.decode], loss_sum / max(count, 1), {d: s.f1 for d, s in scores.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
