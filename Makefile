@@ -37,16 +37,16 @@ train: weights
 
 # Training curves (loss, train/valid F1) of a run as a PNG; `make train` draws them at its end too.
 plot: $(VENV)/.runtime
-	$(PY) -m train.plot $(RUN)
+	$(PY) -m train.curves $(RUN)
 
-# Speed and memory against HF transformers + PEFT, one run, one table (see train/bench.py). Run it alone:
+# Speed and memory against HF transformers + PEFT, one run, one table (see bench/versus_hf.py). Run it alone:
 # another PyTorch process on the same cores distorts every number.
 bench: weights $(VENV)/.dev
-	$(PY) -m train.bench
+	$(PY) -m bench.versus_hf
 
 # On a CUDA machine: training tokens/s and MFU of a Llama-3.2-1B-shaped model with random weights (no download).
 bench-gpu: $(VENV)/.runtime
-	$(PY) -m train.gpu_bench $(BENCH_ARGS)
+	$(PY) -m bench.gpu $(BENCH_ARGS)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q

@@ -1,9 +1,11 @@
-"""CoNLL data for the tagger: knows tokenizers and tags, never the model.
+"""NER data for the tagger: knows tokenizers, tags and label sets; of the model only IGNORE_INDEX and the
+Tokenizer interface (imports model, no other room).
 
 labels.py   the label set (IOB2) and IOB1 -> IOB2
 conll.py    read / write CoNLL column files -> Sentence
 align.py    Sentence -> Example (subword windows, document context) and predictions back to words
+batching.py Example -> Batch (length buckets, seeded, sharded)
 decode.py   label scores per word -> tags (Viterbi under IOB2 constraints, or argmax)
-batching.py Example -> Batch (length buckets or packing, seeded, sharded)
+metrics.py  entity chunks and precision / recall / F1 as conlleval counts them
 download.py fetch CoNLL-2003 from the Hugging Face hub; find the data directory
 """

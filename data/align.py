@@ -32,18 +32,14 @@ has most context. Every sentence then sees its neighbours, and a token is comput
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from data.conll import Sentence
-from data.labels import IGNORE_INDEX, LABEL_TO_ID
+from data.labels import LABEL_TO_ID
+from model.tagger import IGNORE_INDEX
+from model.tokenizer import Tokenizer
 
 T = TypeVar("T")
-
-
-class Tokenizer(Protocol):
-    bos_id: int
-
-    def encode(self, text: str, bos: bool = False) -> list[int]: ...
 
 
 @dataclass

@@ -23,6 +23,7 @@ from huggingface_hub.errors import EntryNotFoundError
 
 from data.conll import Sentence, write_conll
 from data.labels import check_tag
+from model.files import atomic_file
 
 REPO_ID = "tner/conll2003"
 REVISION = "b18612dee0007b1f7129731dbf2f5f2ed4039ad3"
@@ -61,9 +62,8 @@ def download(out: str | Path = DEFAULT_DIR) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name, filename in SPLIT_FILES.items():
         sentences = _read_json_lines(fetch(filename), id_to_label)
-        tmp = out / (name + ".tmp")
-        write_conll(tmp, sentences, [[s.tags for s in sentences]])
-        tmp.replace(out / name)
+        with atomic_file(out / name) as tmp:
+            write_conll(tmp, sentences, [[s.tags for s in sentences]])
         print(f"wrote {out / name}: {len(sentences)} sentences, {sum(len(s.words) for s in sentences)} tokens")
     return out
 

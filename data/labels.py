@@ -11,7 +11,6 @@ ENTITY_TYPES: tuple[str, ...] = ("PER", "ORG", "LOC", "MISC")
 LABELS: tuple[str, ...] = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
 LABEL_TO_ID: dict[str, int] = {label: i for i, label in enumerate(LABELS)}
 ID_TO_LABEL: dict[int, str] = dict(enumerate(LABELS))
-IGNORE_INDEX = -100  # label of positions that carry no loss (torch cross_entropy's default ignore_index)
 
 
 def check_tag(tag: str) -> None:

@@ -1,4 +1,10 @@
-"""LoRA (Hu et al. 2021) for any model built from nn.Linear: wrap, freeze, merge, save, load."""
+"""LoRA (Hu et al. 2021) for any model built from nn.Linear: wrap, freeze, merge, save, load.
+Knows only nn.Linear and module names; imports no other room.
+
+layer.py   LoRALinear: out + (alpha / r) * B(A(dropout(x))), merge() / unmerge()
+inject.py  wrap the named projections of a model, freeze the rest, merge them all
+io.py      an adapter folder: adapter.safetensors + adapter_config.json
+"""
 
 from lora.inject import (LLAMA_TARGETS, LoRASummary, count_parameters, inject_lora, lora_modules,
                          lora_state_dict, merge_lora, unmerge_lora)

@@ -51,7 +51,7 @@ def inject_lora(
     targets: Iterable[str] = LLAMA_TARGETS,
     r: int = 16,
     alpha: float = 32,
-    dropout: float = 0.05,
+    dropout: float = 0.0,
     trainable: Iterable[str] = ("head",),
 ) -> LoRASummary:
     """Wrap every nn.Linear whose attribute name is in `targets`; afterwards only LoRA's A/B and

@@ -7,7 +7,6 @@ The backbone is not saved: it is whatever checkpoint the adapter was trained on.
 """
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -44,26 +43,14 @@ def adapter_config(model: nn.Module, extra: tuple[str, ...] = ("head",)) -> Adap
 
 
 def save_adapter(model: nn.Module, directory: str | Path, extra: tuple[str, ...] = ("head",)) -> Path:
-    """Write adapter.safetensors + adapter_config.json into `directory` (created if needed).
-
-    Each file is written beside its final name and renamed into place, so a kill never leaves a torn file.
-    """
+    """Write adapter.safetensors + adapter_config.json into `directory` (created if needed)."""
     directory = Path(directory)
     config = adapter_config(model, extra)
     tensors = {k: v.contiguous() for k, v in lora_state_dict(model, extra).items()}
     directory.mkdir(parents=True, exist_ok=True)
-    config_tmp = directory / f".{CONFIG_NAME}.tmp"
-    config_tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
-    os.replace(config_tmp, directory / CONFIG_NAME)
-    save_tensors(directory / WEIGHTS_NAME, tensors)
+    (directory / CONFIG_NAME).write_text(json.dumps(asdict(config), indent=2) + "\n")
+    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
     return directory
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """A safetensors file written beside `path` and renamed into place, so a kill never leaves a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, tmp, metadata={"format": "pt"})
-    os.replace(tmp, path)
 
 
 @torch.no_grad()

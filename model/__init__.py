@@ -1,4 +1,11 @@
-"""A hand-written LLaMA 3.2 that loads Hugging Face checkpoints."""
+"""A hand-written LLaMA 3.2 that loads Hugging Face checkpoints, and the tagger built on it. Imports no other room.
+
+config.py     LlamaConfig and the shapes of known checkpoints      rope.py       rotary positions
+attention.py  grouped-query attention and its causal / padding mask
+llama.py      RMSNorm, SwiGLU, Block, Llama                        tagger.py     backbone + token-classification head
+loading.py    fill a Llama from HF safetensors                     tokenizer.py  text <-> ids (tiktoken, sentencepiece)
+files.py      atomic file and folder writes, shared by every room that writes
+"""
 
 from model.config import LlamaConfig
 from model.llama import Llama

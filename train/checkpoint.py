@@ -3,13 +3,13 @@ checkpoint or the new one, never a torn file."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from model.files import atomic_file
 from train.schedule import WarmupCosine
 
 
@@ -40,9 +40,8 @@ def save_checkpoint(
         "rng": rng_states,
         "progress": progress,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(
@@ -58,9 +57,7 @@ def load_checkpoint(
     Only the world size that wrote the checkpoint can resume it: the ranks' shares of the data follow from it.
     """
     state = torch.load(path, map_location="cpu", weights_only=False)
-    # Checkpoints written before distributed training held one process and its RNG state unlisted.
-    saved_world_size = state.get("world_size", 1)
-    rng_states = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    saved_world_size, rng_states = state["world_size"], state["rng"]
     if saved_world_size != world_size:
         raise ValueError(f"{path}: written by {saved_world_size} process(es) but this run has {world_size}; resume "
                          f"it with {saved_world_size} (torchrun --nnodes x --nproc_per_node; 1 is plain "

@@ -1,6 +1,6 @@
 """Every setting of a fine-tuning run, in one dataclass that is saved with the run.
 
-The defaults are the recipe `make train` runs on a 2-core CPU with the embedded SmolLM2-135M; named presets
+The defaults are the recipe `make train` runs on a 2-core CPU with the embedded SmolLM2-135M; named recipes
 carry the same choices to larger models on a GPU.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from data.decode import DECODERS
 from lora.inject import LLAMA_TARGETS
+from train.device import PRECISIONS
 
 DEFAULT_MODEL = "weights/smollm2-135m-instruct"
 
@@ -53,7 +54,11 @@ class TrainConfig:
     context: int = 0  # document-context tokens on each side of a sentence (FLERT); 0 = sentence only
     add_bos: bool = True
     # Evaluation, checkpoints, early stopping
-    eval_every: int | None = None  # optimizer steps between evaluations; None: once per epoch
+    eval_every: int | None = None  # optimizer steps between full evaluations (keep the best); None: once per epoch
+    # Between full evaluations, for the curves: every N steps score the first `subset_eval_sentences` of the
+    # validation and training sentences (None: never). They keep no adapter and do not count for --patience.
+    subset_eval_every: int | None = 150
+    subset_eval_sentences: int = 250
     eval_max_tokens: int = 8192  # padded tokens per evaluation batch
     decode: str = "viterbi"  # per-word scores -> tags: the best valid IOB2 sequence, or argmax (data/decode.py)
     train_eval_sentences: int = 500  # also score the first N training sentences at each evaluation (overfitting)
@@ -68,8 +73,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size={self.batch_size} is not a multiple of grad_accum={self.grad_accum}")
-        if self.precision not in ("auto", "float32", "bf16"):
-            raise ValueError(f"precision must be auto, float32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.window not in ("sentence", "document"):
             raise ValueError(f"window must be sentence or document, got {self.window!r}")
         if self.decode not in DECODERS:
@@ -101,22 +106,9 @@ class TrainConfig:
             raw = {**raw, "lora_targets": tuple(raw["lora_targets"])}
         return cls(**raw)
 
-    @classmethod
-    def from_saved(cls, raw: dict[str, Any]) -> TrainConfig:
-        """The settings of a run as written to its run.json. A setting added after the run was written reads as
-        the value that reproduces how the run was made (SETTINGS_ADDED_LATER), not as today's default."""
-        return cls.from_json({**SETTINGS_ADDED_LATER, **raw})
-
-
-# Settings added to TrainConfig after runs existed, with the behaviour those runs had before the setting existed.
-SETTINGS_ADDED_LATER: dict[str, Any] = dict(
-    window="sentence", stride=None, finetune="lora", train_eval_sentences=0, compile=False, fsdp=False,
-    decode="argmax",
-)
-
 
 # Larger models on a GPU, with the choices that pay on the small one carried over.
-PRESETS: dict[str, dict[str, Any]] = {
+RECIPES: dict[str, dict[str, Any]] = {
     "smollm2-135m": {},
     # The small model's choices (bidirectional, LoRA on all seven projections, document windows of 256 tokens every
     # 192) with a lower learning rate for the larger model, more epochs on a GPU, and early stopping.
@@ -126,10 +118,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """`python -m train` arguments -> TrainConfig. A preset sets defaults; explicit flags win over it."""
+    """`python -m train` arguments -> TrainConfig. A recipe sets defaults; explicit flags win over it."""
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m train", description="Fine-tune a Llama NER tagger on CoNLL-2003.")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (flags override it)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe (flags override it)")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
@@ -147,11 +139,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             parser.add_argument(flag, nargs="+", default=None, help="projections to adapt (default: all seven)")
         else:
             kind = {int: int, float: float, str: str}.get(type(default), str)
-            if field.name in ("data", "max_steps", "limit", "eval_every", "patience", "stride"):
+            if field.name in ("data", "max_steps", "limit", "eval_every", "subset_eval_every", "patience", "stride"):
                 kind = int if field.name != "data" else str
             parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
     args = vars(parser.parse_args(argv))
-    preset = args.pop("preset")
-    base: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
+    recipe = args.pop("recipe")
+    base: dict[str, Any] = dict(RECIPES[recipe]) if recipe else {}
     base.update({k: v for k, v in args.items() if v is not None})
     return TrainConfig.from_json(base)

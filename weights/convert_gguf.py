@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +28,8 @@ from gguf import GGMLQuantizationType, GGUFReader
 from gguf.gguf_reader import ReaderTensor
 from gguf.quants import dequantize
 from safetensors.numpy import save_file
+
+from model.files import atomic_folder
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "smollm2-135m-instruct"
 GGUF_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -369,20 +368,11 @@ def is_complete(out_dir: Path) -> bool:
     return all((out_dir / name).is_file() for name in CHECKPOINT_FILES)
 
 
-def _use_default_permissions(directory: Path) -> None:
-    """mkdtemp makes a private folder; give the checkpoint the permissions of any new file instead."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
-    for path in directory.iterdir():
-        path.chmod(0o666 & ~umask)
-
-
 def convert(gguf_path: str | Path | None = None, out_dir: str | Path = DEFAULT_OUT, force: bool = False) -> Path:
     """Convert the GGUF to an HF folder at out_dir; a complete existing folder is kept unless force.
 
-    The folder is written under a temporary name beside out_dir and renamed into place, so a killed
-    conversion leaves no half checkpoint at out_dir (at worst a hidden *.partial folder).
+    The folder is written under a temporary name beside out_dir and renamed into place (model/files.py), so a
+    killed conversion leaves no half checkpoint at out_dir.
     """
     gguf_path = Path(gguf_path) if gguf_path is not None else default_gguf_path()
     out_dir = Path(out_dir)
@@ -394,27 +384,8 @@ def convert(gguf_path: str | Path | None = None, out_dir: str | Path = DEFAULT_O
         raise FileNotFoundError(f"{gguf_path}: no such GGUF file")
 
     reader = GGUFReader(gguf_path)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as partial:
         write_checkpoint(reader, partial)
-        _use_default_permissions(partial)
-        if out_dir.exists():  # only with force: move the old folder aside, then swap
-            stale = partial.with_suffix(".old")
-            out_dir.rename(stale)
-            partial.rename(out_dir)
-            shutil.rmtree(stale)
-        else:
-            try:
-                os.rename(partial, out_dir)
-            except OSError:
-                # Another process finished the same conversion first: keep its folder, drop ours.
-                if not is_complete(out_dir):
-                    raise
-                shutil.rmtree(partial)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return out_dir
 
 

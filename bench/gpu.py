@@ -1,6 +1,6 @@
 """Training and tagging speed of the LoRA tagger on one accelerator, with random weights: no checkpoint, no data.
 
-    python -m train.gpu_bench [--config llama-3.2-1b] [--device cuda] [--precision auto] [--batch-size 32]
+    python -m bench.gpu [--config llama-3.2-1b] [--device cuda] [--precision auto] [--batch-size 32]
                               [--steps 300] [--peak-tflops 989] [--json PATH]
 
 The model is what `python -m train` fine-tunes, built from a preset shape instead of a checkpoint: the frozen base
@@ -15,7 +15,7 @@ positions after BOS carry a random label, like the first subtoken of each word (
 Sentences are bucketed by length into batches of `--batch-size` (`data.batching.bucketed_plan`), collated and
 moved to the device before the clock starts, so the timings are the model's alone.
 
-Model FLOPs per real token, as in `train/bench.py`: forward 2 * P + 4 * L * T_avg * d, with P the parameters of
+Model FLOPs per real token, as in `bench/versus_hf.py`: forward 2 * P + 4 * L * T_avg * d, with P the parameters of
 the linear layers of the blocks (no embedding lookup, no vocabulary projection), L layers, d = heads * head_dim,
 T_avg the mean attended length (real tokens of its sentence). A LoRA training step with a frozen base runs
 forward + backward-through-activations = 2 x forward (weight gradients of the small adapters ignored); tagging
@@ -41,16 +41,16 @@ import torch
 
 from data.align import Example
 from data.batching import Batch, bucketed_plan, collate
-from data.labels import IGNORE_INDEX, LABELS
+from data.labels import LABELS
+from model.tagger import IGNORE_INDEX
 from lora.inject import LLAMA_TARGETS, count_parameters, inject_lora
 from model.config import PRESETS, LlamaConfig
 from model.llama import Llama
 from model.tagger import Tagger
-from train.bench import forward_flops_per_token, matmul_ceiling
-from train.config import TrainConfig
-from train.evaluate import autocast
+from bench.versus_hf import forward_flops_per_token, matmul_ceiling
+from train.device import autocast, use_bf16
 from train.optim import AdamW
-from train.run import compile_blocks, keep_trainable_in_float32, use_bf16
+from train.build import compile_blocks, keep_trainable_in_float32
 
 # A 2-layer model with grouped-query attention, small enough for a CPU test to train in seconds.
 TINY = LlamaConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
@@ -87,7 +87,7 @@ def synthetic_examples(lengths: list[int], vocab_size: int, rng: np.random.Gener
 
 def build_random_tagger(config: LlamaConfig, device: torch.device, base_dtype: torch.dtype) -> Tagger:
     """A bidirectional Llama of `config`'s shape with random weights, frozen in `base_dtype`, with LoRA r 16 /
-    alpha 32 on all seven projections and a 9-label head, both trainable in float32 (as `train.run.build_tagger`)."""
+    alpha 32 on all seven projections and a 9-label head, both trainable in float32 (as `train.build.build_tagger`)."""
     with torch.device(device):  # initialise on the device: a CPU would take many seconds for 1B weights
         backbone = Llama(config.replace(causal=False))
     backbone.to(device)  # the rotary table is built on the CPU on purpose
@@ -111,7 +111,7 @@ def synchronize(device: torch.device) -> None:
 
 def device_matmul_ceiling(device: torch.device, dtype: torch.dtype) -> float:
     """FLOP/s of large square matmuls in `dtype` on `device`: the best this device does in the run's precision."""
-    if device.type == "cpu":  # as train/bench.py; bf16 smaller: CPUs without bf16 instructions take ~1 GFLOP/s
+    if device.type == "cpu":  # as bench/versus_hf.py; bf16 smaller: CPUs without bf16 instructions take ~1 GFLOP/s
         return matmul_ceiling(dtype) if dtype == torch.float32 else matmul_ceiling(dtype, n=512, repeats=2)
     n, repeats = 8192, 20
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
@@ -153,7 +153,7 @@ def resolve(device_arg: str, parser: argparse.ArgumentParser) -> torch.device:
 def run(args: argparse.Namespace, device: torch.device) -> dict:
     started = time.perf_counter()
     config = CONFIGS[args.config]
-    bf16 = use_bf16(TrainConfig(precision=args.precision), device)
+    bf16 = use_bf16(args.precision, device)
     dtype = torch.bfloat16 if bf16 else torch.float32
     ceiling = device_matmul_ceiling(device, dtype)
     if device.type == "cuda":
@@ -172,15 +172,15 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     lengths = conll_like_lengths(args.batch_size * (args.warmup + args.steps), rng)
     examples = synthetic_examples(lengths, config.vocab_size, rng)
     plan = bucketed_plan(lengths, batch_size=args.batch_size, seed=args.seed)
-    batches = [collate(examples, rows, pad_id=0).to(device) for rows in plan]
+    batches = [collate(examples, batch, pad_id=0).to(device) for batch in plan]
     warmup, timed = batches[: args.warmup], batches[args.warmup : args.warmup + args.steps]
-    timed_lengths = [lengths[i] for rows in plan[args.warmup : args.warmup + args.steps] for [i] in rows]
+    timed_lengths = [lengths[i] for batch in plan[args.warmup : args.warmup + args.steps] for i in batch]
     real_tokens = sum(timed_lengths)
     mean_attended = sum(n * n for n in timed_lengths) / real_tokens
 
     def train_step(batch: Batch) -> torch.Tensor:
         with autocast(device, bf16):
-            loss = tagger.loss(batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids)
+            loss = tagger.loss(batch.input_ids, batch.labels, batch.attention_mask)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -206,12 +206,12 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     with torch.inference_mode():
         for batch in timed[:2]:  # warm-up: eval mode may pick other kernels
             with autocast(device, bf16):
-                tagger(batch.input_ids, batch.attention_mask, batch.position_ids)
+                tagger(batch.input_ids, batch.attention_mask)
         synchronize(device)
         start = time.perf_counter()
         for batch in timed:
             with autocast(device, bf16):
-                tagger(batch.input_ids, batch.attention_mask, batch.position_ids)
+                tagger(batch.input_ids, batch.attention_mask)
         synchronize(device)
         tag_seconds = time.perf_counter() - start
 
@@ -281,7 +281,7 @@ def markdown_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.gpu_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="llama-3.2-1b",
                         help="model shape; 'tiny' is a 2-layer model for tests")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")

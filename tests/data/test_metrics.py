@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from train.metrics import ChunkCounts, chunks, conlleval_report, evaluate
+from data.metrics import ChunkCounts, chunks, conlleval_report, evaluate
 
 
 def test_chunks_follow_conlleval_rules():

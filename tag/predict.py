@@ -1,8 +1,8 @@
 """Tag text with a trained run.
 
-    python -m train.predict --run RUN_DIR "Peter Blackburn works for the EU in Brussels ."
-    echo "one text per line" | python -m train.predict --run RUN_DIR
-    python -m train.predict --run RUN_DIR --conll FILE [--out FILE]
+    python -m tag.predict --run RUN_DIR "Peter Blackburn works for the EU in Brussels ."
+    echo "one text per line" | python -m tag.predict --run RUN_DIR
+    python -m tag.predict --run RUN_DIR --conll FILE [--out FILE]
 
 Plain text gives one JSON line per input text: its entities with type, surface text and character offsets
 (`text[start:end]`). CoNLL in (any column count, the first column the token) gives CoNLL out: `token tag`.
@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass
 
 from data.conll import Sentence, read_conll, write_conll
-from train.evaluate import tag_and_score
-from train.metrics import chunks
-from train.run import LoadedRun, load_run, use_bf16
+from data.metrics import chunks
+from tag.run import LoadedRun, load_run
+from train.evaluation import tag_and_score
 
 # CoNLL-2003-like word split: runs of word characters (joined by - ' . & inside a word, as in "Urdu-speaking",
 # "O'Neill", "U.S"), and every other non-space character on its own.
@@ -61,12 +61,11 @@ def tag_texts(run: LoadedRun, texts: list[str]) -> list[list[Entity]]:
 def tag_sentences(run: LoadedRun, sentences: list[Sentence]) -> list[list[str]]:
     if not sentences:
         return []
-    bf16 = use_bf16(run.config, run.device)
-    return tag_and_score(run.tagger, run.tokenizer, run.config, sentences, run.device, bf16).tags
+    return tag_and_score(run.tagger, run.tokenizer, run.config, sentences, run.device, run.bf16).tags
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tag.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
     parser.add_argument("--conll", help="a CoNLL file to tag (first column: tokens)")
     parser.add_argument("--out", default="/dev/stdout", help="where CoNLL output goes (default: stdout)")

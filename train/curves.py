@@ -1,6 +1,6 @@
 """Training curves of a run (loss and entity F1 against optimizer step) drawn into a PNG.
 
-    python -m train.plot RUN_DIR [--out PNG]
+    python -m train.curves RUN_DIR [--out PNG]
 
 Product code may depend only on torch/numpy/stdlib, so instead of a plotting library this file carries the three
 small pieces a plot needs: a PNG encoder (zlib stream + CRC-32 chunks, RFC 2083), a numpy raster canvas, and a
@@ -267,7 +267,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m train.plot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m train.curves", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help=f"a run directory holding {METRICS_FILE}")
     parser.add_argument("--out", type=Path, help="where to write the PNG (default: RUN_DIR/curves.png)")
     args = parser.parse_args(argv)

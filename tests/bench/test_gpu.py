@@ -11,7 +11,7 @@ import torch
 
 from lora.layer import LoRALinear
 from model.config import PRESETS
-from train import gpu_bench
+from bench import gpu as gpu_bench
 
 TINY_RUN = ["--config", "tiny", "--device", "cpu", "--batch-size", "8", "--steps", "3", "--warmup", "1"]
 

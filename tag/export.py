@@ -1,6 +1,6 @@
 """Hand a trained run to Hugging Face users, in one of two layouts.
 
-    python -m train.export --run RUN_DIR --out DIR --format peft|merged [--model BASE_DIR] [--force]
+    python -m tag.export --run RUN_DIR --out DIR --format peft|merged [--model BASE_DIR] [--force]
 
 peft     adapter_config.json + adapter_model.safetensors in PEFT's own format: LoRA on the same projections
          plus the head as a "module to save", applied by `PeftModel.from_pretrained` to the untouched base
@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -33,8 +31,10 @@ from safetensors.torch import save_file
 
 from lora.inject import lora_modules
 from lora.io import read_adapter_config
+from model.files import atomic_folder
+from tag.run import LoadedRun, load_run
 from train.config import TrainConfig
-from train.run import LoadedRun, load_run
+from train.run_dir import ADAPTER_DIR
 
 FORMATS = ("peft", "merged")
 PEFT_CONFIG_NAME = "adapter_config.json"
@@ -58,7 +58,7 @@ def check_expressible(config: TrainConfig) -> None:
         raise ExportError(
             f"the run uses causal attention with bidirectional_top_layers={config.bidirectional_top_layers}: "
             "transformers' Llama has one `is_causal` switch for all layers, so no transformers model computes "
-            "what this tagger computes; use train.predict with the run directory instead"
+            "what this tagger computes; use tag.predict with the run directory instead"
         )
 
 
@@ -83,9 +83,9 @@ def peft_state_dict(tagger: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def peft_config(run_dir: Path, base: Path) -> dict:
     """PEFT's `LoraConfig` fields for this run's adapter; the fields left out keep PEFT's defaults."""
-    adapter = read_adapter_config(run_dir)
+    adapter = read_adapter_config(run_dir / ADAPTER_DIR)
     if adapter.extra != ("head",):
-        raise ExportError(f"{run_dir / 'adapter_config.json'}: the adapter trains {list(adapter.extra)} besides "
+        raise ExportError(f"{run_dir / ADAPTER_DIR / PEFT_CONFIG_NAME}: the adapter trains {list(adapter.extra)} besides "
                           "LoRA; the PEFT export maps only the head (use --format merged)")
     return {
         "peft_type": "LORA",
@@ -205,7 +205,7 @@ def export_run(
     """Write the `fmt` export of `run_dir` to `out` (see the module docstring) and return `out`.
 
     `model` overrides the base checkpoint folder recorded in the run. The folder appears complete or not at all:
-    it is written beside `out` and renamed into place. A non-empty `out` is replaced only with `force`.
+    it is written beside `out` and renamed into place (model/files.py). A non-empty `out` is replaced only with `force`.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
@@ -217,20 +217,14 @@ def export_run(
     if out.is_dir() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out}: folder is not empty; pass --force to replace it")
 
-    run = load_run(run_dir, device="cpu", model=None if model is None else str(model))
+    run = load_run(run_dir, device="cpu", model=None if model is None else str(model), merge=False)
     check_expressible(run.config)
     if fmt == "peft" and run.config.finetune == "full":
         raise ExportError(f"{run_dir} was fully fine-tuned (--finetune full): it has no LoRA adapter to export "
                           f"for PEFT; use --format merged")
     base = Path(run.config.model).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         write_export(run, run_dir, fmt, base, tmp, out)
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -250,19 +244,8 @@ def write_export(run: LoadedRun, run_dir: Path, fmt: str, base: Path, folder: Pa
     (folder / "README.md").write_text(readme(fmt, final, base, run.config, run.labels))
 
 
-def replace_folder(new: Path, target: Path) -> None:
-    """Rename `new` to `target`; an existing `target` is first moved aside and removed only after the swap."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.rename(target, old / target.name)
-    os.rename(new, target)
-    shutil.rmtree(old)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tag.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
     parser.add_argument("--out", required=True, help="folder to write (created; must be empty unless --force)")
     parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt",

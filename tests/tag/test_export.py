@@ -16,8 +16,10 @@ from lora.inject import lora_modules
 from lora.io import save_adapter
 from tests.hf_reference import make_hf_checkpoint
 from train.config import TrainConfig
-from train.export import ExportError, export_run, main
-from train.run import build_tagger, load_run, save_tuned, write_run_info
+from tag.export import ExportError, export_run, main
+from tag.run import load_run
+from train.build import build_tagger
+from train.run_dir import save_tuned, write_run_info
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -200,7 +202,7 @@ def test_a_failed_export_leaves_nothing(bidirectional_run, tmp_path, monkeypatch
     def broken(_):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("train.export.merged_state_dict", broken)
+    monkeypatch.setattr("tag.export.merged_state_dict", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         export_run(bidirectional_run, tmp_path / "out", "merged")
     assert list(tmp_path.iterdir()) == []

@@ -16,12 +16,15 @@ from data.conll import read_conll
 from data.labels import LABELS, first_iob2_violation
 from model import load_tokenizer
 from tests.conll_data import CONLL, needs_conll, slice_conll
-from train import evaluate as evaluate_cli
-from train import predict as predict_cli
+from tag import evaluate as evaluate_cli
+from tag import predict as predict_cli
+from tag.run import load_run
 from train.config import TrainConfig, parse_args
-from train.loop import CHECKPOINT_FILE, METRICS_FILE, train, train_step
-from train.evaluate import tag_and_score
-from train.run import build_tagger, load_run
+from train.build import build_tagger
+from train.evaluation import tag_and_score
+from train.loop import train
+from train.run_dir import CHECKPOINT_FILE, METRICS_FILE
+from train.step import forward_backward
 
 
 @pytest.fixture(scope="module")
@@ -195,11 +198,11 @@ def test_gradient_accumulation_and_padding_equal_per_sentence_computation(tiny_m
                 p.normal_(0, 0.1)
     tokenizer = load_tokenizer(tiny_model)
     examples = build_examples(read_conll(conll_slice / "train.txt")[:8], tokenizer, 256)
-    rows = [[i] for i in range(8)]
+    rows = list(range(8))
 
-    def gradient(parts: list[list[list[int]]]) -> tuple[float, list[torch.Tensor]]:
+    def gradient(parts: list[list[int]]) -> tuple[float, list[torch.Tensor]]:
         tagger.zero_grad()
-        loss, _ = train_step(tagger, [collate(examples, p, tokenizer.pad_id) for p in parts], torch.device("cpu"),
+        loss, _ = forward_backward(tagger, [collate(examples, p, tokenizer.pad_id) for p in parts], torch.device("cpu"),
                              bf16=False)
         return loss, [p.grad.clone() for p in tagger.parameters() if p.requires_grad]
 

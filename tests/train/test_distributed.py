@@ -28,13 +28,15 @@ from model import load_tokenizer
 from tests.conll_data import CONLL, needs_conll, slice_conll
 from train.config import TrainConfig, parse_args
 from train.distributed import launched_world, shard_frozen_base
-from train.evaluate import tag_and_score
-from train.loop import CHECKPOINT_FILE, METRICS_FILE, micro_batches, train, train_step
+from train.evaluation import tag_and_score
+from train.loop import train
+from train.run_dir import CHECKPOINT_FILE, METRICS_FILE
+from train.step import forward_backward, micro_batches, update
 from train.optim import AdamW
-from train.run import build_tagger
+from train.build import build_tagger
 from train.schedule import WarmupCosine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RANKS = 2
 JOB_TIMEOUT_S = 120  # a job that takes longer hangs: it is killed and the test fails
 CPU = torch.device("cpu")
@@ -156,14 +158,11 @@ def one_process_steps(config: TrainConfig) -> dict[str, torch.Tensor]:
     step, epoch = 0, 0
     while step < config.max_steps:
         plan = bucketed_plan(lengths, batch_size=config.batch_size // RANKS, seed=config.seed, epoch=epoch)
-        steps = list(zip(*(shard_plan(plan, rank, RANKS) for rank in range(RANKS))))  # [(rows of rank 0, of 1)]
-        for rows_of_ranks in steps[: config.max_steps - step]:
-            parts = [part for rows in rows_of_ranks for part in micro_batches(rows, config.grad_accum)]
-            train_step(tagger, [collate(examples, part, tokenizer.pad_id) for part in parts], CPU, bf16=False)
-            torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+        steps = list(zip(*(shard_plan(plan, rank, RANKS) for rank in range(RANKS))))  # [(batch of rank 0, of 1)]
+        for batches_of_ranks in steps[: config.max_steps - step]:
+            parts = [part for batch in batches_of_ranks for part in micro_batches(batch, config.grad_accum)]
+            forward_backward(tagger, [collate(examples, part, tokenizer.pad_id) for part in parts], CPU, bf16=False)
+            update(params, optimizer, scheduler, config.clip_grad_norm)
             step += 1
         epoch += 1
     return {name: p.detach() for name, p in tagger.named_parameters() if p.requires_grad}

@@ -1,6 +1,6 @@
 """Side-by-side speed and memory: our tagger against HF transformers + PEFT, same machine, same run.
 
-    python -m train.bench [--sentences 256] [--batch-size 16] [--model DIR] [--bf16 auto|on|off]   (make bench)
+    python -m bench.versus_hf [--sentences 256] [--batch-size 16] [--model DIR] [--bf16 auto|on|off]   (make bench)
 
 Both systems fine-tune the same checkpoint as a bidirectional token classifier with LoRA r 16 / alpha 32 on all
 seven projections (dropout 0) and tag the same sentences: a seeded sample of the real CoNLL-2003 training
@@ -43,7 +43,7 @@ from data.conll import read_conll
 from data.labels import LABELS
 from model import LlamaConfig, load_tokenizer
 from train.config import DEFAULT_MODEL, TrainConfig
-from train.evaluate import autocast
+from train.device import autocast
 from train.optim import AdamW
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -80,10 +80,10 @@ def forward_flops_per_token(config: LlamaConfig, mean_attended: float) -> float:
     return config.num_layers * (2 * linear + 4 * mean_attended * d)
 
 
-def padded_plan(n: int, batch_size: int, seed: int) -> list[list[list[int]]]:
+def padded_plan(n: int, batch_size: int, seed: int) -> list[list[int]]:
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    return [[[i] for i in order[k : k + batch_size]] for k in range(0, n, batch_size)]
+    return [order[k : k + batch_size] for k in range(0, n, batch_size)]
 
 
 def worker(system: str, batching: str, precision: str, memory: str, args: argparse.Namespace) -> dict:
@@ -100,20 +100,20 @@ def worker(system: str, batching: str, precision: str, memory: str, args: argpar
         plan = padded_plan(len(examples), args.batch_size, args.seed)
     else:
         plan = bucketed_plan(lengths, batch_size=args.batch_size, seed=args.seed)
-    batches = [collate(examples, rows, tokenizer.pad_id) for rows in plan]
+    batches = [collate(examples, batch, tokenizer.pad_id) for batch in plan]
 
     if system == "ours":
-        from train.run import build_tagger
+        from train.build import build_tagger
 
         model = build_tagger(TrainConfig(model=args.model, lora_dropout=0.0, precision=precision), len(LABELS),
                              torch.device("cpu"))
         model.backbone.activation_checkpointing = memory == "recompute"
 
         def loss_of(batch):
-            return model.loss(batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids)
+            return model.loss(batch.input_ids, batch.labels, batch.attention_mask)
 
         def logits_of(batch):
-            return model(batch.input_ids, batch.attention_mask, batch.position_ids)
+            return model(batch.input_ids, batch.attention_mask)
     else:
         from peft import LoraConfig, get_peft_model
         from transformers import LlamaForTokenClassification
@@ -174,7 +174,7 @@ def current_rss() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.versus_hf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         measured += [("hf", "padded", "bf16", "store"), ("ours", "bucketed", "bf16", "store")]
     runs = []
     for variant in measured:
-        command = [sys.executable, "-m", "train.bench", "--model", args.model, "--sentences", str(args.sentences),
+        command = [sys.executable, "-m", "bench.versus_hf", "--model", args.model, "--sentences", str(args.sentences),
                    "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--worker", *variant]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(output.strip().splitlines()[-1]))

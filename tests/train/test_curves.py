@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.plot import (SIZE, TRAIN_STEP, TRAIN_SUBSET, VALID, linear_axis, log_axis, main, plot_run, read_metrics,
+from train.curves import (SIZE, TRAIN_STEP, TRAIN_SUBSET, VALID, linear_axis, log_axis, main, plot_run, read_metrics,
                         write_png)
 
 
@@ -169,8 +169,8 @@ def test_axis_ticks_are_round_numbers_covering_the_data():
 
 def test_cli_writes_to_out(tmp_path):
     run_dir, out = overfitting_run(tmp_path / "run"), tmp_path / "elsewhere.png"
-    result = subprocess.run([sys.executable, "-m", "train.plot", str(run_dir), "--out", str(out)],
-                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    result = subprocess.run([sys.executable, "-m", "train.curves", str(run_dir), "--out", str(out)],
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
     assert result.stdout.strip() == str(out)
     assert decode_png(out).shape == (*SIZE, 3)

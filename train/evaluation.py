@@ -1,16 +1,10 @@
-"""Tag sentences with a tagger and score them as conlleval does.
+"""The evaluation pass that training and tagging share: windows -> label scores per word -> tags -> scores.
 
-    python -m train.evaluate --run RUN_DIR --data FILE [--out PRED_FILE]
-
-prints precision / recall / F1 overall and per type, and writes `token gold pred` lines for the conlleval script.
+Training calls it on the validation split at every evaluation; `tag/` calls it to tag and score a trained run.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,17 +13,13 @@ import torch.nn.functional as F
 
 from data.align import Example, build_examples, predictions_per_word
 from data.batching import batch_predictions, bucketed_plan, iterate_batches, shard_plan
-from data.conll import Sentence, read_conll, write_conlleval
+from data.conll import Sentence
 from data.decode import DECODERS, decode_tags
-from data.labels import IGNORE_INDEX
-from model.tagger import Tagger
+from data.metrics import Scores, evaluate
+from model.tagger import IGNORE_INDEX, Tagger
 from train.config import TrainConfig
 from train.distributed import SINGLE_PROCESS, World, gather_objects
-from train.metrics import Scores, conlleval_report, evaluate
-
-
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+from train.device import autocast
 
 
 @torch.inference_mode()
@@ -56,7 +46,7 @@ def predict_examples(
     for batch in iterate_batches(examples, shard_plan(plan, world.rank, world.world_size), pad_id):
         batch = batch.to(device)
         with autocast(device, bf16):
-            logits = tagger(batch.input_ids, batch.attention_mask, batch.position_ids)  # (B, T, L)
+            logits = tagger(batch.input_ids, batch.attention_mask)  # (B, T, L)
         labelled = batch.labels != IGNORE_INDEX
         if labelled.any():
             loss_sum += F.cross_entropy(logits[labelled].float(), batch.labels[labelled], reduction="sum").item()
@@ -102,35 +92,3 @@ def tag_and_score(
     scores = {d: evaluate(gold, tags if d == config.decode else [decode_tags(lp, d) for lp in per_word])
               for d in DECODERS}
     return Evaluation(tags, scores[config.decode], loss_sum / max(count, 1), {d: s.f1 for d, s in scores.items()})
-
-
-def main(argv: list[str] | None = None) -> int:
-    from train.run import load_run, use_bf16
-
-    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
-    parser.add_argument("--data", required=True, help="CoNLL file with gold tags (IOB1 or IOB2)")
-    parser.add_argument("--out", help="write `token gold pred` lines here (conlleval format)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
-    parser.add_argument("--decode", choices=DECODERS, help="how scores become tags (default: the run's setting)")
-    args = parser.parse_args(argv)
-
-    run = load_run(args.run, device=args.device, model=args.model)
-    config = dataclasses.replace(run.config, decode=args.decode) if args.decode else run.config
-    sentences = read_conll(args.data)
-    if any(s.tags is None for s in sentences):
-        print(f"error: {args.data} has no NER column to score against; use train.predict to tag it",
-              file=sys.stderr)
-        return 2
-    result = tag_and_score(run.tagger, run.tokenizer, config, sentences, run.device, use_bf16(config, run.device))
-    print(conlleval_report(result.scores))
-    print("F1 by decoder: " + ", ".join(f"{d} {f1:.2f}" for d, f1 in result.f1_by_decoder.items()))
-    if args.out:
-        write_conlleval(args.out, sentences, result.tags)
-        print(f"predictions written to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

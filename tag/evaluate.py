@@ -1,0 +1,47 @@
+"""Score a trained run on a CoNLL file with gold tags, as conlleval does.
+
+    python -m tag.evaluate --run RUN_DIR --data FILE [--out PRED_FILE] [--decode viterbi|argmax]
+
+prints precision / recall / F1 overall and per type, and writes `token gold pred` lines for the conlleval script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from data.conll import read_conll, write_conlleval
+from data.decode import DECODERS
+from data.metrics import conlleval_report
+from tag.run import load_run
+from train.evaluation import tag_and_score
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tag.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
+    parser.add_argument("--data", required=True, help="CoNLL file with gold tags (IOB1 or IOB2)")
+    parser.add_argument("--out", help="write `token gold pred` lines here (conlleval format)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
+    parser.add_argument("--decode", choices=DECODERS, help="how scores become tags (default: the run's setting)")
+    args = parser.parse_args(argv)
+
+    run = load_run(args.run, device=args.device, model=args.model)
+    config = dataclasses.replace(run.config, decode=args.decode) if args.decode else run.config
+    sentences = read_conll(args.data)
+    if any(s.tags is None for s in sentences):
+        print(f"error: {args.data} has no NER column to score against; use tag.predict to tag it", file=sys.stderr)
+        return 2
+    result = tag_and_score(run.tagger, run.tokenizer, config, sentences, run.device, run.bf16)
+    print(conlleval_report(result.scores))
+    print("F1 by decoder: " + ", ".join(f"{d} {f1:.2f}" for d, f1 in result.f1_by_decoder.items()))
+    if args.out:
+        write_conlleval(args.out, sentences, result.tags)
+        print(f"predictions written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

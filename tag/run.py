@@ -1,0 +1,52 @@
+"""Load a trained run for tagging: the base checkpoint, the tuned tensors of the best evaluation, the tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lora.inject import lora_modules, merge_lora
+from model import load_tokenizer
+from model.tagger import Tagger
+from model.tokenizer import Tokenizer
+from train.build import build_tagger, keep_trainable_in_float32
+from train.config import TrainConfig
+from train.device import resolve_device, use_bf16
+from train.run_dir import load_tuned, read_run_info, tuned_files
+
+
+@dataclass
+class LoadedRun:
+    tagger: Tagger  # in eval mode
+    tokenizer: Tokenizer
+    config: TrainConfig
+    labels: list[str]
+    device: torch.device
+
+    @property
+    def bf16(self) -> bool:
+        return use_bf16(self.config.precision, self.device)
+
+
+def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None, merge: bool = True) -> LoadedRun:
+    """Rebuild the trained tagger of a run directory. `model` overrides the base checkpoint path.
+
+    With `merge` (for tagging) every LoRA update is folded into its frozen weight, W + (alpha / r) B A, so a
+    forward pass costs what the base model's does; `merge=False` keeps the adapters apart (for the PEFT export).
+    """
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    config = dataclasses.replace(info["config"], model=model or info["model"])
+    for name in tuned_files(config):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir / name}: missing; the run has not finished an evaluation yet")
+    resolved = resolve_device(device)
+    tagger = build_tagger(config, len(info["labels"]), resolved, with_lora=False)
+    load_tuned(tagger, run_dir, config)
+    keep_trainable_in_float32(tagger)
+    if merge and lora_modules(tagger):
+        merge_lora(tagger)
+    return LoadedRun(tagger.eval(), load_tokenizer(config.model), config, list(info["labels"]), resolved)

@@ -1,0 +1,70 @@
+"""One optimizer step of fine-tuning, written once: the loop, the benchmarks and the tests call these.
+
+    forward_backward   loss of the step's micro-batches, backward, gradients summed over ranks
+    update             clip the gradient norm, AdamW step, clear the gradients, advance the schedule
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from data.batching import Batch
+from model.tagger import IGNORE_INDEX, Tagger
+from train.device import autocast
+from train.distributed import SINGLE_PROCESS, World, sum_gradients_over_ranks, sum_over_ranks
+from train.schedule import WarmupCosine
+
+
+def micro_batches(batch: list[int], parts: int) -> list[list[int]]:
+    """The examples of one step's batch in `parts` micro-batches (gradient accumulation), in order."""
+    size = math.ceil(len(batch) / parts)
+    return [batch[i : i + size] for i in range(0, len(batch), size)]
+
+
+def forward_backward(
+    tagger: Tagger, batches: Sequence[Batch], device: torch.device, bf16: bool, world: World = SINGLE_PROCESS
+) -> tuple[float, int]:
+    """Forward and backward over the micro-batches of one optimizer step (this rank's share of it).
+
+    The loss is the mean over every labelled token of the whole step, on all ranks, so accumulating
+    micro-batches, or summing the gradients of ranks, gives the same gradient as one large batch. Returns that
+    loss and the number of real (non-pad) tokens processed, both over all ranks.
+    """
+    labelled = sum(int((b.labels != IGNORE_INDEX).sum()) for b in batches)
+    [labelled_total] = sum_over_ranks([labelled], world, device)
+    loss_total, tokens = 0.0, 0
+    for batch in batches:
+        with autocast(device, bf16):
+            loss = tagger.loss(batch.input_ids, batch.labels, batch.attention_mask, reduction="sum") / labelled_total
+        loss.backward()
+        loss_total += loss.item()
+        tokens += int((batch.attention_mask > 0).sum())
+    if not world.distributed:
+        return loss_total, tokens
+    sum_gradients_over_ranks([p for p in tagger.parameters() if p.requires_grad])
+    loss_total, tokens = sum_over_ranks([loss_total, tokens], world, device)
+    return loss_total, int(tokens)
+
+
+def update(
+    params: Sequence[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: WarmupCosine | None = None,
+    clip_grad_norm: float | None = None,
+) -> tuple[float | None, float]:
+    """Apply the accumulated gradients: clip their global norm, step, zero them, advance the schedule.
+
+    Returns the gradient norm before clipping (None without clipping) and the learning rate the step used.
+    """
+    grad_norm = None
+    if clip_grad_norm is not None:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_grad_norm))
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
+    return grad_norm, lr
