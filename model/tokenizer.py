@@ -17,8 +17,7 @@ Two rules hold for every backend:
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Protocol
 
 import sentencepiece
 import tiktoken
+from tiktoken.load import load_tiktoken_bpe
 
 # Meta's Llama 3 split regex (llama3 tokenizer.py; also the Split pattern of its tokenizer.json).
 LLAMA3_SPLIT_PATTERN = (
@@ -195,24 +195,24 @@ def _is_tiktoken_file(model_file: Path) -> bool:
 
 
 def _read_tiktoken_ranks(model_file: Path) -> dict[bytes, int]:
-    ranks: dict[bytes, int] = {}
-    with open(model_file, "rb") as f:
-        for line_number, line in enumerate(f, start=1):
-            line = line.rstrip(b"\r\n")
-            if not line:
-                continue
-            if _TIKTOKEN_LINE.fullmatch(line) is None:
-                raise ValueError(f"{model_file}:{line_number}: expected 'base64-token rank', got {line[:60]!r}")
-            token, rank = line.split(b" ")
-            try:
-                token_bytes = base64.b64decode(token, validate=True)
-            except binascii.Error as err:
-                raise ValueError(f"{model_file}:{line_number}: bad base64 token {token[:60]!r}") from err
-            if token_bytes in ranks:
-                raise ValueError(f"{model_file}:{line_number}: token {token_bytes!r} listed twice")
-            ranks[token_bytes] = int(rank)
+    """The ranks of a tiktoken BPE file, read by tiktoken's own loader.
+
+    `load_tiktoken_bpe` caches every file it reads, local ones too, under the file's *path* (in
+    $TMPDIR/data-gym-cache or $TIKTOKEN_CACHE_DIR); without a hash it returns that copy after the file
+    has changed. Passing the file's sha256 makes it read a changed file afresh. It also takes a token
+    listed twice (the later rank wins) and any set of ranks: demanding ranks 0..n-1 catches both, and
+    the special tokens, numbered from n on, rely on it.
+    """
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    try:
+        ranks = load_tiktoken_bpe(str(model_file), expected_hash=digest)
+    except ValueError as err:
+        reason = f" ({err.__cause__})" if err.__cause__ else ""
+        raise ValueError(f"{model_file}: expected 'base64-token rank' on every line; {err}{reason}") from err
     if sorted(ranks.values()) != list(range(len(ranks))):
-        raise ValueError(f"{model_file}: ranks are not 0..{len(ranks) - 1} without gaps or repeats")
+        raise ValueError(
+            f"{model_file}: ranks are not 0..{len(ranks) - 1} without gaps or repeats (or a token is listed twice)"
+        )
     return ranks
 
 
@@ -340,57 +340,12 @@ def _load_hf_byte_level_bpe(tokenizer_json: Path) -> TiktokenTokenizer:
     unk_token = model.get("unk_token")
     unk_id = -1 if unk_token is None else {**vocab, **added}[unk_token]
 
-    # Token strings -> bytes at C speed: byte-level characters become latin-1 characters, and every
-    # other latin-1 character is deleted, so a changed length gives a foreign character away.
-    to_latin1 = {ord(char): chr(b) for b, char in bytes_to_unicode().items()}
-    to_latin1 |= {c: None for c in range(256) if c not in to_latin1}
-    id_to_bytes = {token_id: content.encode() for content, token_id in added.items()}
-    for token, token_id in vocab.items():
-        if token_id in id_to_bytes:
-            continue
-        latin1 = token.translate(to_latin1)
-        if len(latin1) != len(token) or max(latin1, default="\0") > "\xff":
-            raise ValueError(
-                f"{tokenizer_json}: vocabulary token {token!r} has characters outside the byte-level alphabet"
-            )
-        id_to_bytes[token_id] = latin1.encode("latin-1")
-
-    ranks = {bytes([b]): b for b in range(256)}
-    rank_to_id = [vocab.get(char, unk_id) for char in bytes_to_unicode().values()]
-    last_result = None
-    for index, merge in enumerate(model["merges"]):
-        pair = merge.split(" ") if isinstance(merge, str) else merge
-        if len(pair) != 2:
-            raise ValueError(f"{tokenizer_json}: merge #{index} {merge!r} is not a pair of tokens")
-        result_id = vocab.get(pair[0] + pair[1])
-        if result_id is None:
-            raise ValueError(f"{tokenizer_json}: merge #{index} {merge!r} makes a token that is not in the vocabulary")
-        result = id_to_bytes[result_id]
-        if result in ranks:
-            if result_id != last_result:
-                raise ValueError(
-                    f"{tokenizer_json}: merge #{index} {merge!r} makes its token again after other merges; "
-                    "such a merge order has no tiktoken rank equivalent"
-                )
-            continue
-        ranks[result] = len(rank_to_id)
-        rank_to_id.append(result_id)
-        last_result = result_id
-
+    id_to_bytes = _token_bytes(vocab, added, tokenizer_json)
+    ranks, rank_to_id = _ranks_from_merges(model["merges"], vocab, id_to_bytes, unk_id, tokenizer_json)
     if model.get("ignore_merges", False):
         added_ids = set(added.values())
         unmade = [i for i in vocab.values() if i not in added_ids and id_to_bytes[i] not in ranks]
-        for token_id in unmade:
-            ranks[id_to_bytes[token_id]] = len(rank_to_id)
-            rank_to_id.append(token_id)
-        for token_id in unmade:
-            token = id_to_bytes[token_id]
-            for k in range(1, len(token)):
-                if token[:k] in ranks and token[k:] in ranks:
-                    raise ValueError(
-                        f"{tokenizer_json}: no merge makes token {token_id}, but tiktoken would build it from "
-                        f"{token[:k]!r} + {token[k:]!r}; this vocabulary has no tiktoken equivalent"
-                    )
+        _rank_unmade_tokens(unmade, ranks, rank_to_id, id_to_bytes, tokenizer_json)
     else:
         for token in [token for token in ranks if len(token) > 1 and not _reached_by_merges(token, ranks)]:
             del ranks[token]
@@ -402,6 +357,77 @@ def _load_hf_byte_level_bpe(tokenizer_json: Path) -> TiktokenTokenizer:
     return TiktokenTokenizer(
         encoding, rank_to_id, id_to_bytes, bos_id, eos_id, pad_id, max(id_to_bytes) + 1, tokenizer_json
     )
+
+
+def _token_bytes(vocab: dict[str, int], added: dict[str, int], source: Path) -> dict[int, bytes]:
+    """id -> bytes of every token: added tokens are their UTF-8 text, vocabulary tokens byte-level strings.
+
+    Byte-level strings become bytes at C speed: byte-level characters translate to latin-1 characters
+    and every other latin-1 character is deleted, so a changed length gives a foreign character away.
+    """
+    to_latin1 = {ord(char): chr(b) for b, char in bytes_to_unicode().items()}
+    to_latin1 |= {c: None for c in range(256) if c not in to_latin1}
+    id_to_bytes = {token_id: content.encode() for content, token_id in added.items()}
+    for token, token_id in vocab.items():
+        if token_id in id_to_bytes:
+            continue
+        latin1 = token.translate(to_latin1)
+        if len(latin1) != len(token) or max(latin1, default="\0") > "\xff":
+            raise ValueError(f"{source}: vocabulary token {token!r} has characters outside the byte-level alphabet")
+        id_to_bytes[token_id] = latin1.encode("latin-1")
+    return id_to_bytes
+
+
+def _ranks_from_merges(
+    merges: list, vocab: dict[str, int], id_to_bytes: dict[int, bytes], unk_id: int, source: Path
+) -> tuple[dict[bytes, int], list[int]]:
+    """(ranks, rank_to_id): the 256 bytes first, then each merge result at its first merge.
+
+    A byte the vocabulary lacks maps to `unk_id`. A token that a later merge makes again, after merges
+    of other tokens, is refused: one rank cannot stand for two places in the merge order.
+    """
+    ranks = {bytes([b]): b for b in range(256)}
+    rank_to_id = [vocab.get(char, unk_id) for char in bytes_to_unicode().values()]
+    last_result = None
+    for index, merge in enumerate(merges):
+        pair = merge.split(" ") if isinstance(merge, str) else merge
+        if len(pair) != 2:
+            raise ValueError(f"{source}: merge #{index} {merge!r} is not a pair of tokens")
+        result_id = vocab.get(pair[0] + pair[1])
+        if result_id is None:
+            raise ValueError(f"{source}: merge #{index} {merge!r} makes a token that is not in the vocabulary")
+        result = id_to_bytes[result_id]
+        if result in ranks:
+            if result_id != last_result:
+                raise ValueError(
+                    f"{source}: merge #{index} {merge!r} makes its token again after other merges; "
+                    "such a merge order has no tiktoken rank equivalent"
+                )
+            continue
+        ranks[result] = len(rank_to_id)
+        rank_to_id.append(result_id)
+        last_result = result_id
+    return ranks, rank_to_id
+
+
+def _rank_unmade_tokens(
+    unmade: list[int], ranks: dict[bytes, int], rank_to_id: list[int], id_to_bytes: dict[int, bytes], source: Path
+) -> None:
+    """With ignore_merges, rank the tokens no merge makes after the merges, so tiktoken takes them whole too.
+
+    Refused: such a token that tiktoken could also build from two ranked halves, which HF never joins.
+    """
+    for token_id in unmade:
+        ranks[id_to_bytes[token_id]] = len(rank_to_id)
+        rank_to_id.append(token_id)
+    for token_id in unmade:
+        token = id_to_bytes[token_id]
+        for k in range(1, len(token)):
+            if token[:k] in ranks and token[k:] in ranks:
+                raise ValueError(
+                    f"{source}: no merge makes token {token_id}, but tiktoken would build it from "
+                    f"{token[:k]!r} + {token[k:]!r}; this vocabulary has no tiktoken equivalent"
+                )
 
 
 def _reached_by_merges(token: bytes, ranks: dict[bytes, int]) -> bool:

@@ -5,7 +5,7 @@ The output is what `model/loading.py` (and transformers' `LlamaForCausalLM.from_
 ``tokenizer.json`` and ``tokenizer_config.json``. Everything is read from the GGUF metadata, nothing
 about the model is hard-coded. Three things need undoing on the way:
 
-- quantization: each tensor is dequantized to float32 (F32, F16, Q4_1, Q8_0);
+- quantization: each tensor is dequantized to float32 by `gguf.quants`, whatever its type;
 - llama.cpp's q/k row order: its convert script interleaves each head's rows for its rotary layout;
   `unpermute_rope_rows` restores HF's rotate-half order;
 - the tokenizer: GGUF keeps the vocabulary, token types and merges; we rebuild a byte-level BPE
@@ -21,10 +21,11 @@ import argparse
 import importlib.util
 import json
 import re
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType, GGUFReader, TokenType
 from gguf.gguf_reader import ReaderTensor
 from gguf.quants import dequantize
 from safetensors.numpy import save_file
@@ -34,15 +35,9 @@ from model.files import atomic_folder
 DEFAULT_OUT = Path(__file__).resolve().parent / "smollm2-135m-instruct"
 GGUF_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-SUPPORTED_TYPES = (
-    GGMLQuantizationType.F32,
-    GGMLQuantizationType.F16,
-    GGMLQuantizationType.Q4_1,
-    GGMLQuantizationType.Q8_0,
-)
 
-# llama.cpp token types (llama_token_type in llama.h) that occur in a byte-level BPE vocabulary.
-TOKEN_TYPE_NORMAL, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 1, 3, 4
+# The llama.cpp token types that a byte-level BPE vocabulary holds besides NORMAL: they become added tokens.
+ADDED_TOKEN_TYPES = (TokenType.CONTROL, TokenType.USER_DEFINED)
 
 # HF pre-tokenizers for llama.cpp's `tokenizer.ggml.pre` names that we know.
 PRE_TOKENIZERS = {
@@ -160,12 +155,13 @@ def unpermute_rope_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
 
 def dequantize_tensor(name: str, tensor_type: GGMLQuantizationType, data: np.ndarray) -> np.ndarray:
     """float32 values of one GGUF tensor's raw data (rows of blocks for quantized types)."""
-    if tensor_type not in SUPPORTED_TYPES:
-        supported = ", ".join(t.name for t in SUPPORTED_TYPES)
+    try:
+        values = dequantize(data, tensor_type)
+    except NotImplementedError:
         raise ValueError(
-            f"tensor {name!r} has type {tensor_type.name}, which we cannot dequantize (supported: {supported})"
-        )
-    return dequantize(data, tensor_type).astype(np.float32, copy=False)
+            f"tensor {name!r} has type {tensor_type.name}, which gguf {version('gguf')} cannot dequantize"
+        ) from None
+    return values.astype(np.float32, copy=False)
 
 
 def hf_tensor_name(gguf_name: str) -> str:
@@ -251,20 +247,29 @@ def hf_tokenizer_files(reader: GGUFReader) -> tuple[dict, dict]:
     tokens = metadata(reader, "tokenizer.ggml.tokens")
     token_types = metadata(reader, "tokenizer.ggml.token_type")
     merges = metadata(reader, "tokenizer.ggml.merges")
+    vocab, added_tokens = _vocab_and_added_tokens(tokens, token_types, source)
+    merge_pairs = _merge_pairs(merges, vocab, source)
+    unk_token = _token_named_by(reader, "tokenizer.ggml.unknown_token_id", tokens)
+    tokenizer_json = _tokenizer_json(vocab, merge_pairs, added_tokens, PRE_TOKENIZERS[pre], unk_token)
+    return tokenizer_json, _tokenizer_config(reader, tokens, added_tokens, unk_token)
+
+
+def _vocab_and_added_tokens(tokens: list[str], token_types: list[int], source: str) -> tuple[dict[str, int], list]:
+    """token -> id, and the tokenizer.json added_tokens entries of the CONTROL and USER_DEFINED tokens."""
     if len(token_types) != len(tokens):
         raise ValueError(f"{source}: {len(tokens)} tokens but {len(token_types)} token types")
-
     vocab: dict[str, int] = {}
     added_tokens = []
     for token_id, (token, token_type) in enumerate(zip(tokens, token_types)):
         if token in vocab:
             raise ValueError(f"{source}: token {token!r} has two ids, {vocab[token]} and {token_id}")
         vocab[token] = token_id
-        if token_type == TOKEN_TYPE_NORMAL:
+        if token_type == TokenType.NORMAL:
             continue
-        if token_type not in (TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED):
+        if token_type not in ADDED_TOKEN_TYPES:
             raise ValueError(
-                f"{source}: token {token_id} {token!r} has token type {token_type}, not expected in a BPE vocabulary"
+                f"{source}: token {token_id} {token!r} has token type {token_type}, not expected in a BPE vocabulary "
+                f"(expected {', '.join(t.name for t in (TokenType.NORMAL, *ADDED_TOKEN_TYPES))})"
             )
         added_tokens.append(
             {
@@ -273,34 +278,45 @@ def hf_tokenizer_files(reader: GGUFReader) -> tuple[dict, dict]:
                 "single_word": False,
                 "lstrip": False,
                 "rstrip": False,
-                "normalized": token_type == TOKEN_TYPE_USER_DEFINED,
-                "special": token_type == TOKEN_TYPE_CONTROL,
+                "normalized": token_type == TokenType.USER_DEFINED,
+                "special": token_type == TokenType.CONTROL,
             }
         )
-    merge_pairs = []
+    return vocab, added_tokens
+
+
+def _merge_pairs(merges: list[str], vocab: dict[str, int], source: str) -> list[list[str]]:
+    """GGUF's "left right" merge strings as tokenizer.json's [left, right] pairs, each making a vocabulary token."""
+    pairs = []
     for index, merge in enumerate(merges):
         pair = merge.split(" ")
         if len(pair) != 2 or pair[0] + pair[1] not in vocab:
             raise ValueError(f"{source}: merge #{index} {merge!r} is not two tokens making a vocabulary token")
-        merge_pairs.append(pair)
+        pairs.append(pair)
+    return pairs
 
-    def token_of(key: str) -> str | None:
-        token_id = metadata(reader, key, default=-1)
-        if token_id == -1:
-            return None
-        if not 0 <= token_id < len(tokens):
-            raise ValueError(f"{source}: {key} = {token_id} is outside the {len(tokens)}-token vocabulary")
-        return tokens[token_id]
 
-    unk_token = token_of("tokenizer.ggml.unknown_token_id")
+def _token_named_by(reader: GGUFReader, key: str, tokens: list[str]) -> str | None:
+    """The token whose id the metadata key holds; None when the key is missing or -1."""
+    token_id = metadata(reader, key, default=-1)
+    if token_id == -1:
+        return None
+    if not 0 <= token_id < len(tokens):
+        raise ValueError(f"{reader.data.filename}: {key} = {token_id} is outside the {len(tokens)}-token vocabulary")
+    return tokens[token_id]
+
+
+def _tokenizer_json(
+    vocab: dict[str, int], merges: list[list[str]], added_tokens: list, pre_tokenizer: dict, unk_token: str | None
+) -> dict:
     byte_level = {"add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    tokenizer_json = {
+    return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
         "added_tokens": added_tokens,
         "normalizer": None,
-        "pre_tokenizer": PRE_TOKENIZERS[pre],
+        "pre_tokenizer": pre_tokenizer,
         "post_processor": {"type": "ByteLevel", **byte_level, "trim_offsets": False},
         "decoder": {"type": "ByteLevel", **byte_level},
         "model": {
@@ -313,17 +329,20 @@ def hf_tokenizer_files(reader: GGUFReader) -> tuple[dict, dict]:
             "byte_fallback": False,
             "ignore_merges": False,
             "vocab": vocab,
-            "merges": merge_pairs,
+            "merges": merges,
         },
     }
-    eos_token = token_of("tokenizer.ggml.eos_token_id")
-    tokenizer_config = {
+
+
+def _tokenizer_config(reader: GGUFReader, tokens: list[str], added_tokens: list, unk_token: str | None) -> dict:
+    eos_token = _token_named_by(reader, "tokenizer.ggml.eos_token_id", tokens)
+    config = {
         "add_bos_token": bool(metadata(reader, "tokenizer.ggml.add_bos_token", default=False)),
         "add_eos_token": bool(metadata(reader, "tokenizer.ggml.add_eos_token", default=False)),
         "add_prefix_space": False,
-        "bos_token": token_of("tokenizer.ggml.bos_token_id"),
+        "bos_token": _token_named_by(reader, "tokenizer.ggml.bos_token_id", tokens),
         "eos_token": eos_token,
-        "pad_token": token_of("tokenizer.ggml.padding_token_id") or eos_token,
+        "pad_token": _token_named_by(reader, "tokenizer.ggml.padding_token_id", tokens) or eos_token,
         "unk_token": unk_token,
         "clean_up_tokenization_spaces": False,
         "model_max_length": metadata(reader, "llama.context_length"),
@@ -334,8 +353,8 @@ def hf_tokenizer_files(reader: GGUFReader) -> tuple[dict, dict]:
     }
     chat_template = metadata(reader, "tokenizer.chat_template", default="")
     if chat_template:
-        tokenizer_config["chat_template"] = chat_template
-    return tokenizer_json, tokenizer_config
+        config["chat_template"] = chat_template
+    return config
 
 
 # --- writing ----------------------------------------------------------------------------------------

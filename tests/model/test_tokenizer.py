@@ -83,6 +83,15 @@ def hf_ids(tokenizer: tokenizers.Tokenizer, texts: list[str]) -> list[list[int]]
     return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tiktoken_cache(tmp_path_factory):
+    """tiktoken keeps a copy of every file it loads: here, not in the shared $TMPDIR/data-gym-cache."""
+    cache = tmp_path_factory.mktemp("tiktoken-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="module")
 def gguf_reader():
     return GGUFReader(default_gguf_path())
@@ -346,8 +355,25 @@ def test_tokenizer_model_of_unknown_format(tmp_path):
 
 def test_broken_tiktoken_file_names_the_line(tmp_path):
     (tmp_path / "tokenizer.model").write_text("IQ== 0\nIg== 1\nnot a token line\n")
-    with pytest.raises(ValueError, match=r"tokenizer\.model:3"):
+    with pytest.raises(ValueError, match=r"tokenizer\.model: expected 'base64-token rank'.*b'not a token line'"):
         load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("lines", ["IQ== 0\nIQ== 1\n", "IQ== 0\nIg== 0\n", "IQ== 0\nIg== 2\n", "IQ== 1\nIg== 2\n"])
+def test_tiktoken_ranks_must_be_0_to_n(lines, tmp_path):
+    """A token listed twice, a rank listed twice, a gap: the special tokens numbered from n on would collide."""
+    (tmp_path / "tokenizer.model").write_text(lines)
+    with pytest.raises(ValueError, match=r"tokenizer\.model: ranks are not 0\.\.\d+ without gaps"):
+        load_tokenizer(tmp_path)
+
+
+def test_changed_tiktoken_file_is_read_afresh(tmp_path, tiktoken_cache):
+    """tiktoken caches files by path; a tokenizer.model rewritten in place must not be served from the cache."""
+    (tmp_path / "tokenizer.model").write_text("IQ== 0\nIg== 1\n")  # "!" 0, '"' 1
+    assert load_tokenizer(tmp_path).encode('!"') == [0, 1]
+    assert any(tiktoken_cache.iterdir())  # the copy that could go stale
+    (tmp_path / "tokenizer.model").write_text("Ig== 0\nIQ== 1\nIw== 2\n")  # '"' 0, "!" 1, "#" 2
+    assert load_tokenizer(tmp_path).encode('!"#') == [1, 0, 2]
 
 
 def test_unknown_id_is_a_clear_error(smollm2, llama_tiktoken):

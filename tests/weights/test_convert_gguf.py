@@ -7,6 +7,7 @@ import pytest
 import tokenizers
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import quantize
 from safetensors import safe_open
 from transformers import LlamaForCausalLM
 
@@ -47,6 +48,18 @@ def hand_dequantize_q8_0(raw: np.ndarray) -> np.ndarray:
     d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
     q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
     return (d * q).reshape(raw.shape[0], -1)
+
+
+def hand_dequantize_q5_0(raw: np.ndarray) -> np.ndarray:
+    """Q5_0 by the spec (ggml's block_q5_0): 22-byte blocks of f16 scale d, a little-endian uint32 qh whose bit j
+    is element j's fifth bit, and 16 bytes of low nibbles (elements 0..15) and high nibbles (16..31);
+    value = d * (q - 16)."""
+    blocks = raw.reshape(-1, 22)
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
+    qh = blocks[:, 2:6].copy().view("<u4")
+    fifth_bits = (qh >> np.arange(32, dtype=np.uint32)) & 1
+    nibbles = np.concatenate([blocks[:, 6:] & 0x0F, blocks[:, 6:] >> 4], axis=1).astype(np.int32)
+    return (d * ((nibbles | (fifth_bits.astype(np.int32) << 4)) - 16)).reshape(raw.shape[0], -1)
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +116,28 @@ def test_q8_0_block_is_d_times_q():
     assert values.ravel().tolist() == [0.25 * int(x) for x in q]
 
 
-def test_unsupported_type_names_the_tensor():
-    with pytest.raises(ValueError, match=r"blk\.0\.attn_q\.weight.*Q5_K"):
-        dequantize_tensor("blk.0.attn_q.weight", GGMLQuantizationType.Q5_K, np.zeros((1, 176), np.uint8))
+def test_q5_0_rows_equal_a_hand_dequantization():
+    """A type this GGUF file does not hold, quantized by gguf itself from real-looking rows."""
+    rows = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    raw = quantize(rows, GGMLQuantizationType.Q5_0)
+    assert raw.shape == (3, 44) and raw.dtype == np.uint8
+    values = dequantize_tensor("test.q5_0", GGMLQuantizationType.Q5_0, raw)
+    assert values.dtype == np.float32 and values.shape == rows.shape
+    assert np.array_equal(values, hand_dequantize_q5_0(raw))
+    assert not np.array_equal(values, rows) and np.abs(values - rows).max() < 0.2  # quantized, yet close
+
+
+def test_bf16_is_the_top_half_of_float32():
+    rows = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
+    raw = quantize(rows, GGMLQuantizationType.BF16)
+    expected = torch.from_numpy(rows).to(torch.bfloat16).float().numpy()
+    assert np.array_equal(dequantize_tensor("test.bf16", GGMLQuantizationType.BF16, raw), expected)
+
+
+def test_type_gguf_cannot_dequantize_names_the_tensor():
+    """Q8_K only holds llama.cpp's intermediate dot products, never stored weights; gguf has no dequantizer for it."""
+    with pytest.raises(ValueError, match=r"tensor 'blk\.0\.attn_q\.weight' has type Q8_K, which gguf .* cannot"):
+        dequantize_tensor("blk.0.attn_q.weight", GGMLQuantizationType.Q8_K, np.zeros((1, 292), np.uint8))
 
 
 def test_unknown_tensor_name_is_an_error():
@@ -191,6 +223,22 @@ def test_tokenizer_files(checkpoint, reader):
     assert tokenizer_config["bos_token"] == "<|im_start|>"
     assert tokenizer_config["eos_token"] == tokenizer_config["pad_token"] == "<|im_end|>"
     assert tokenizer_config["add_bos_token"] is False
+
+
+def test_added_tokens_are_the_control_tokens(reader):
+    """llama.h's token types: 1 NORMAL, 3 CONTROL; SmolLM2's GGUF holds only these two."""
+    token_types = reader.fields["tokenizer.ggml.token_type"].contents()
+    assert set(token_types) == {1, 3}
+    tokenizer_json, tokenizer_config = convert_gguf.hf_tokenizer_files(reader)
+    control = [i for i, t in enumerate(token_types) if t == 3]
+    assert [entry["id"] for entry in tokenizer_json["added_tokens"]] == control
+    assert all(entry["special"] and not entry["normalized"] for entry in tokenizer_json["added_tokens"])
+    assert [int(i) for i in tokenizer_config["added_tokens_decoder"]] == control
+
+
+def test_byte_token_type_is_refused():
+    with pytest.raises(ValueError, match=r"x\.gguf: token 2 'b' has token type 6, not expected.*CONTROL"):
+        convert_gguf._vocab_and_added_tokens(["a", "<s>", "b"], [1, 3, 6], "x.gguf")
 
 
 @pytest.fixture(scope="module")
