@@ -1,44 +1,23 @@
-"""train/plot.py: the PNG it writes decodes (with an independent decoder below) to the pixels given, and the
-curves of a run show every series in its colour, in its panel and in the legend."""
+"""train/curves.py: the figure holds every series of metrics.jsonl with its data (read back from the Line2D
+objects), the smoothing matches a brute-force moving average, the PNG decodes, and bad logs are refused by line."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.image import imread
 
-from train.curves import (SIZE, TRAIN_STEP, TRAIN_SUBSET, VALID, linear_axis, log_axis, main, plot_run, read_metrics,
-                        write_png)
+from train.curves import DPI, SIZE_INCHES, centred_mean, draw_curves, main, plot_run, read_metrics, smoothing_half_width
 
-
-
-def decode_png(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 pixels of an 8-bit RGB, non-interlaced PNG whose rows all use filter type 0."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "PNG signature"
-    chunks, pos = [], 8
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
-        assert zlib.crc32(kind + body) == crc, f"CRC of chunk {kind}"
-        chunks.append((kind, body))
-        pos += 12 + length
-    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
-    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, colour, compression, filtering, interlace) == (8, 2, 0, 0, 0)
-    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
-    rows = np.frombuffer(raw, np.uint8).reshape(height, 1 + 3 * width)  # each row: filter byte + RGB triples
-    assert (rows[:, 0] == 0).all(), "filter type 0 on every row"
-    return rows[:, 1:].reshape(height, width, 3)
+PIXELS = (round(SIZE_INCHES[1] * DPI), round(SIZE_INCHES[0] * DPI))  # (H, W)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_log(run_dir: Path, records: list[dict]) -> Path:
@@ -52,83 +31,150 @@ def train_record(step: int, loss: float) -> dict:
             "tokens_per_s": 500.0}
 
 
-def eval_record(step: int, valid_f1: float, **extra: float) -> dict:
-    return {"type": "eval", "step": step, "epoch": 0, "valid_loss": 0.3 - valid_f1 / 400, "valid_f1": valid_f1,
-            "valid_precision": valid_f1, "valid_recall": valid_f1, "per_type_f1": {"PER": valid_f1}, "seconds": 2.0,
-            **extra}
+def eval_record(step: int, valid_f1: float, kind: str = "eval", **extra: float) -> dict:
+    return {"type": kind, "step": step, "epoch": 0, "valid_loss": 0.3 - valid_f1 / 400, "valid_f1": valid_f1,
+            "valid_precision": valid_f1, "valid_recall": valid_f1, "per_type_f1": {"PER": valid_f1},
+            "valid_f1_by_decoder": {"viterbi": valid_f1}, "valid_sentences": 3250 if kind == "eval" else 250,
+            "seconds": 2.0, **extra}
 
 
-def overfitting_run(run_dir: Path) -> Path:
-    """Training-subset F1 keeps rising while validation F1 peaks and falls."""
-    records = []
+def overfitting_records() -> list[dict]:
+    """Training-sample F1 keeps rising while validation F1 peaks and falls; subset evaluations every 150 steps,
+    full ones every 500; a record type the curves do not draw."""
+    records = [{"type": "run_info", "step": 0}]
     for step in [1, *range(10, 1010, 10)]:
-        records.append(train_record(step, 2.0 * math.exp(-step / 150) + 0.02))
-        if step % 200 == 0:
-            k = step // 200
+        records.append(train_record(step, 2.0 * math.exp(-step / 150) + 0.02 * (1 + math.sin(step))))
+        k = step / 200
+        if step % 500 == 0:
             records.append(eval_record(step, 85 + 3 * k - k * k, train_loss=0.2 / k, train_f1=86 + 3 * k))
-    return write_log(run_dir, [*records, {"type": "note", "step": 0, "text": "ignored"}])
+        elif step % 150 == 0:
+            records.append(eval_record(step, 84 + 3 * k - k * k, "subset_eval", train_loss=0.25 / k,
+                                       train_f1=85 + 3 * k))
+    return records
 
 
-def colours(image: np.ndarray) -> set[tuple[int, int, int]]:
-    return {tuple(int(c) for c in pixel) for pixel in np.unique(image.reshape(-1, 3), axis=0)}
+def lines(figure) -> dict[tuple[str, str], object]:
+    """{(panel title's first word, legend label): Line2D} of a curves figure."""
+    found = {}
+    for ax in figure.axes:
+        for line in ax.get_lines():
+            found[(ax.get_title().split()[0], line.get_label())] = line
+    return found
 
 
-def regions(image: np.ndarray) -> dict[str, np.ndarray]:
-    """The plots (above the legend rows at the bottom fifth) and the legends, of each half of the figure."""
-    split_row, middle = image.shape[0] * 4 // 5, image.shape[1] // 2
-    return {"loss plot": image[:split_row, :middle], "loss legend": image[split_row:, :middle],
-            "f1 plot": image[:split_row, middle:], "f1 legend": image[split_row:, middle:]}
+def brute_force_centred_mean(values: list[float], half: int) -> list[float]:
+    out = []
+    for i, value in enumerate(values):
+        window = [v for v in values[max(0, i - half):i + half + 1] if math.isfinite(v)]
+        out.append(sum(window) / len(window) if math.isfinite(value) else math.nan)
+    return out
 
 
-def test_write_png_round_trips_random_pixels(tmp_path):
-    pixels = np.random.default_rng(0).integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
-    write_png(tmp_path / "random.png", pixels)
-    np.testing.assert_array_equal(decode_png(tmp_path / "random.png"), pixels)
-    assert os.listdir(tmp_path) == ["random.png"], "no temporary file left behind"
+def test_figure_holds_every_series_with_its_data():
+    records = overfitting_records()
+    found = lines(draw_curves(records))
+    train = [r for r in records if r["type"] == "train"]
+    full = [r for r in records if r["type"] == "eval"]
+    subset = [r for r in records if r["type"] == "subset_eval"]
+    half = smoothing_half_width(len(train))
+    expected = {
+        ("Loss", "training batch (raw)"): (train, "loss"),
+        ("Loss", f"training batch, centred moving average of {2 * half + 1} logs"): (train, None),
+        ("Loss", "valid, full evaluation (3250 sentences)"): (full, "valid_loss"),
+        ("Loss", "valid, subset evaluation (250 sentences)"): (subset, "valid_loss"),
+        ("Loss", "train sample, full evaluation"): (full, "train_loss"),
+        ("Loss", "train sample, subset evaluation"): (subset, "train_loss"),
+        ("Entity", "valid, full evaluation (3250 sentences)"): (full, "valid_f1"),
+        ("Entity", "valid, subset evaluation (250 sentences)"): (subset, "valid_f1"),
+        ("Entity", "train sample, full evaluation"): (full, "train_f1"),
+        ("Entity", "train sample, subset evaluation"): (subset, "train_f1"),
+    }
+    assert set(found) == set(expected)
+    for name, (rows, key) in expected.items():
+        line = found[name]
+        values = [r[key] for r in rows] if key else brute_force_centred_mean([r["loss"] for r in train], half)
+        np.testing.assert_allclose(line.get_xdata(), [r["step"] for r in rows], err_msg=str(name))
+        np.testing.assert_allclose(line.get_ydata(), values, rtol=1e-12, err_msg=str(name))
+        drawn_as = "markers" if line.get_linestyle() == "None" else "line"
+        assert drawn_as == ("markers" if rows is full else "line"), name
 
 
-def test_write_png_refuses_other_arrays(tmp_path):
-    with pytest.raises(ValueError, match="uint8"):
-        write_png(tmp_path / "gray.png", np.zeros((4, 4), np.uint8))
-    with pytest.raises(ValueError, match="uint8"):
-        write_png(tmp_path / "float.png", np.zeros((4, 4, 3)))
+def test_full_evaluations_are_markers_and_the_raw_loss_is_faint():
+    found = lines(draw_curves(overfitting_records()))
+    full = found[("Entity", "valid, full evaluation (3250 sentences)")]
+    assert full.get_linestyle() == "None" and full.get_marker() == "o"
+    raw, = (line for (panel, label), line in found.items() if label == "training batch (raw)")
+    smooth, = (line for (panel, label), line in found.items() if "moving average" in label)
+    assert raw.get_alpha() < 0.5 and smooth.get_alpha() in (None, 1.0)
 
 
-def test_plot_run_draws_every_series_in_its_panel(tmp_path):
-    run_dir = overfitting_run(tmp_path / "run")
-    out = plot_run(run_dir)
-    assert out == run_dir / "curves.png"
-    image = decode_png(out)
-    assert image.shape == (*SIZE, 3)
-    found = {name: colours(region) for name, region in regions(image).items()}
-    for name in ("loss plot", "loss legend"):
-        assert {TRAIN_STEP, VALID, TRAIN_SUBSET} <= found[name], name
-    for name in ("f1 plot", "f1 legend"):
-        assert {VALID, TRAIN_SUBSET} <= found[name], name
-        assert TRAIN_STEP not in found[name], f"{name}: the per-step training loss belongs to the loss panel"
+@pytest.mark.parametrize("half", [1, 2, 5])
+def test_centred_mean_matches_brute_force(half):
+    values = [float(v) for v in np.random.default_rng(half).normal(1.0, 0.5, size=23)]
+    values[4], values[5], values[17] = math.nan, math.inf, -math.inf
+    got = centred_mean(np.array(values), half)
+    np.testing.assert_allclose(got, brute_force_centred_mean(values, half), rtol=1e-12)
+    assert np.isnan(got[[4, 5, 17]]).all(), "a non-finite loss stays a gap"
 
 
-def test_single_evaluation_still_shows(tmp_path):
-    records = [train_record(step, 1.0 / step) for step in range(10, 110, 10)]
-    run_dir = write_log(tmp_path / "run", [*records, eval_record(100, 71.5)])
-    parts = regions(decode_png(plot_run(run_dir)))
-    found = {name: colours(region) for name, region in parts.items()}
-    for name in ("loss plot", "f1 plot"):
-        assert (parts[name] == VALID).all(axis=-1).sum() >= 25, f"{name}: a marker, not a dot of line"
-    assert TRAIN_SUBSET not in found["f1 plot"] | found["f1 legend"], "no training-subset metrics were logged"
+def test_single_evaluation_still_shows():
+    records = [train_record(step, 1.0 / step) for step in range(10, 110, 10)] + [eval_record(100, 71.5)]
+    found = lines(draw_curves(records))
+    for panel in ("Loss", "Entity"):
+        line = found[(panel, "valid, full evaluation (3250 sentences)")]
+        assert line.get_marker() == "o" and line.get_markersize() >= 5, panel
+        assert list(line.get_xdata()) == [100], panel
+    assert not any("train sample" in label for _, label in found), "no training-sample metrics were logged"
+
+
+def test_single_subset_evaluation_and_single_train_record_get_a_marker():
+    found = lines(draw_curves([train_record(1, 2.0), eval_record(1, 10.0, "subset_eval")]))
+    assert found[("Entity", "valid, subset evaluation (250 sentences)")].get_marker() == "o"
+    assert found[("Loss", "training batch (raw)")].get_marker() == "o"
 
 
 def test_non_finite_loss_leaves_a_gap_not_an_error(tmp_path):
-    records = [train_record(10, 1.0), train_record(20, float("nan")), train_record(30, 0.5), eval_record(30, 60.0)]
-    found = colours(regions(decode_png(plot_run(write_log(tmp_path / "run", records))))["loss plot"])
-    assert {TRAIN_STEP, VALID} <= found
+    losses = [1.0, float("nan"), 0.5, float("inf"), 0.25]
+    records = [train_record(10 * (i + 1), loss) for i, loss in enumerate(losses)] + [eval_record(50, 60.0)]
+    figure = draw_curves(records)
+    raw = lines(figure)[("Loss", "training batch (raw)")]
+    assert np.isnan(raw.get_ydata()[[1, 3]]).all()
+    low, high = figure.axes[0].get_ylim()
+    assert math.isfinite(low) and math.isfinite(high) and low <= 0.25 and high >= 1.0
+    assert imread(plot_run(write_log(tmp_path / "run", records))).shape[:2] == PIXELS
 
 
-def test_read_metrics_keeps_train_and_eval_records_in_order(tmp_path):
-    records = read_metrics(overfitting_run(tmp_path / "run") / "metrics.jsonl")
-    assert {r["type"] for r in records} == {"train", "eval"}
-    assert len(records) == 101 + 5
-    assert [r["step"] for r in records if r["type"] == "eval"] == [200, 400, 600, 800, 1000]
+def test_loss_axis_is_logarithmic_only_across_a_decade():
+    steep = draw_curves([train_record(10, 2.0), train_record(20, 0.1)]).axes[0]
+    flat = draw_curves([train_record(10, 0.5), train_record(20, 0.1)]).axes[0]
+    assert (steep.get_yscale(), steep.get_title()) == ("log", "Loss (log scale)")
+    assert (flat.get_yscale(), flat.get_title()) == ("linear", "Loss")
+
+
+def test_f1_panel_without_evaluation_says_so():
+    f1_axes = draw_curves([train_record(10, 1.0)]).axes[1]
+    assert not f1_axes.get_lines()
+    assert [t.get_text() for t in f1_axes.texts] == ["no evaluation yet"]
+
+
+def test_plot_run_writes_a_png_of_the_figure_atomically(tmp_path):
+    run_dir = write_log(tmp_path / "run", overfitting_records())
+    out = plot_run(run_dir)
+    assert out == run_dir / "curves.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(out)
+    assert image.shape[:2] == PIXELS
+    assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50, "something is drawn"
+    assert sorted(os.listdir(run_dir)) == ["curves.png", "metrics.jsonl"], "no temporary file left behind"
+
+
+def test_read_metrics_keeps_drawn_records_in_order(tmp_path):
+    records = read_metrics(write_log(tmp_path / "run", overfitting_records()) / "metrics.jsonl")
+    assert {r["type"] for r in records} == {"train", "eval", "subset_eval"}
+    assert len(records) == 101 + 2 + 6
+    assert [(r["type"], r["step"]) for r in records if r["type"] != "train"] == [
+        ("subset_eval", 150), ("subset_eval", 300), ("subset_eval", 450), ("eval", 500), ("subset_eval", 600),
+        ("subset_eval", 750), ("subset_eval", 900), ("eval", 1000)]
 
 
 @pytest.mark.parametrize("bad_line, problem", [
@@ -137,6 +183,8 @@ def test_read_metrics_keeps_train_and_eval_records_in_order(tmp_path):
     ('{"step": 20, "loss": 0.5}', "'type' and a 'step'"),
     ('{"type": "train", "step": 20, "loss": "low"}', "'loss'"),
     ('{"type": "eval", "step": 20, "valid_loss": 0.1, "valid_f1": 50, "train_f1": null}', "'train_f1'"),
+    ('{"type": "subset_eval", "step": 20, "valid_loss": 0.1}', "'valid_f1'"),
+    ('{"type": "eval", "step": true, "valid_loss": 0.1, "valid_f1": 50}', "'step'"),
 ])
 def test_malformed_line_names_file_and_line(tmp_path, bad_line, problem):
     path = tmp_path / "metrics.jsonl"
@@ -157,28 +205,23 @@ def test_log_without_records_is_refused(tmp_path, content):
         read_metrics(tmp_path / "metrics.jsonl")
 
 
-def test_axis_ticks_are_round_numbers_covering_the_data():
-    steps = linear_axis(0.0, 878.0)
-    assert steps.ticks == [0, 200, 400, 600, 800, 1000] and (steps.lo, steps.hi) == (0, 1000)
-    f1 = linear_axis(84.2, 92.7)
-    assert f1.ticks[0] <= 84.2 and f1.ticks[-1] >= 92.7 and len(f1.ticks) <= 8
-    assert np.allclose(np.diff(f1.ticks), 2.0)
-    assert log_axis(0.005, 2.5).ticks == [0.01, 0.1, 1.0]
-    assert log_axis(0.04, 0.3).ticks == pytest.approx([0.05, 0.1, 0.2])
-
-
-def test_cli_writes_to_out(tmp_path):
-    run_dir, out = overfitting_run(tmp_path / "run"), tmp_path / "elsewhere.png"
+def test_cli_writes_to_out_without_pyplot(tmp_path):
+    run_dir, out = write_log(tmp_path / "run", overfitting_records()), tmp_path / "elsewhere.png"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "pdf"}  # the Agg canvas is used whatever this says
     result = subprocess.run([sys.executable, "-m", "train.curves", str(run_dir), "--out", str(out)],
-                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
+                            capture_output=True, text=True, cwd=ROOT, env=env, check=True)
     assert result.stdout.strip() == str(out)
-    assert decode_png(out).shape == (*SIZE, 3)
+    assert imread(out).shape[:2] == PIXELS
     assert not (run_dir / "curves.png").exists()
+    check = ("import sys; from train.curves import plot_run; plot_run(sys.argv[1]); "
+             "print('matplotlib.pyplot' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", check, str(run_dir)], capture_output=True, text=True, cwd=ROOT,
+                            env=env, check=True)
+    assert result.stdout.strip() == "False", "pyplot (and its global figure manager) stays out of it"
 
 
 def test_main_defaults_to_the_run_directory(tmp_path, capsys):
-    run_dir = overfitting_run(tmp_path / "run")
+    run_dir = write_log(tmp_path / "run", overfitting_records())
     main([str(run_dir)])
     assert capsys.readouterr().out.strip() == str(run_dir / "curves.png")
-    assert decode_png(run_dir / "curves.png").shape == (*SIZE, 3)
+    assert imread(run_dir / "curves.png").shape[:2] == PIXELS
