@@ -205,7 +205,8 @@ def export_run(
     """Write the `fmt` export of `run_dir` to `out` (see the module docstring) and return `out`.
 
     `model` overrides the base checkpoint folder recorded in the run. The folder appears complete or not at all:
-    it is written beside `out` and renamed into place (model/files.py). A non-empty `out` is replaced only with `force`.
+    it is written beside `out` and renamed into place (model/files.py). A non-empty `out` is replaced only with
+    `force`.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")

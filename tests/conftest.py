@@ -27,3 +27,29 @@ def tiny_model(tmp_path_factory, smollm2_dir) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(smollm2_dir / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def conll_slice(tmp_path_factory) -> Path:
+    """The first 240 training and 120 validation sentences of the real CoNLL-2003, as a data folder."""
+    from tests.conll_data import CONLL, slice_conll
+
+    folder = tmp_path_factory.mktemp("conll")
+    slice_conll(CONLL / "train.txt", folder / "train.txt", 240)
+    slice_conll(CONLL / "valid.txt", folder / "valid.txt", 120)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, conll_slice, smollm2_dir) -> Path:
+    """SmolLM2-135M fine-tuned for 60 steps on 240 real training sentences: the run that train/ and tag/ tests read.
+    It evaluates its subsets every 20 steps and fully every 30."""
+    from train.config import TrainConfig
+    from train.loop import train
+
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(model=str(smollm2_dir), data=str(conll_slice), out=str(out), window="sentence",
+                         epochs=2, batch_size=8, lr=1e-3, eval_every=30, checkpoint_every=30,
+                         subset_eval_every=20, subset_eval_sentences=40)
+    train(config)
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,9 @@ def slice_conll(source: Path, out: Path, sentences: int) -> Path:
             break
     out.write_text("\n\n".join(kept) + "\n\n")
     return out
+
+
+def records(run_dir: Path, kind: str) -> list[dict]:
+    """The records of one type ("train", "eval", "subset_eval") of a run's metrics.jsonl, in order."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]

@@ -1,4 +1,4 @@
-"""train/export.py: both export layouts load in transformers (+ peft) and give our tagger's logits."""
+"""tag/export.py: both export layouts load in transformers (+ peft) and give our tagger's logits."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from safetensors.torch import load_file, save_file
 
 from data.labels import LABELS
 from lora.inject import lora_modules
-from lora.io import save_adapter
 from tests.hf_reference import make_hf_checkpoint
-from train.config import TrainConfig
 from tag.export import ExportError, export_run, main
 from tag.run import load_run
 from train.build import build_tagger
-from train.run_dir import save_tuned, write_run_info
+from train.config import TrainConfig
+from train.run_dir import ADAPTER_DIR, save_tuned, write_run_info
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -46,7 +45,7 @@ def make_run(root: Path, smollm2_dir: Path, causal: bool, tie: bool, bidirection
         tagger.head.weight.normal_()
         tagger.head.bias.normal_()
     write_run_info(run_dir, config, list(LABELS))
-    save_adapter(tagger, run_dir)
+    save_tuned(tagger, run_dir, config)
     return run_dir
 
 
@@ -176,9 +175,9 @@ def test_fully_fine_tuned_run_exports_merged_only(tmp_path, smollm2_dir):
 
 
 def test_merge_leaves_the_run_unchanged(bidirectional_run, tmp_path):
-    before = load_file(bidirectional_run / "adapter.safetensors")
+    before = load_file(bidirectional_run / ADAPTER_DIR / "adapter.safetensors")
     export_run(bidirectional_run, tmp_path / "merged", "merged")
-    after = load_file(bidirectional_run / "adapter.safetensors")
+    after = load_file(bidirectional_run / ADAPTER_DIR / "adapter.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     # exporting twice from the same run gives the same weights (nothing was merged twice)
     export_run(bidirectional_run, tmp_path / "again", "merged")

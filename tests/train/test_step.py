@@ -1,0 +1,85 @@
+"""train/step.py: micro-batches and padding change nothing in the gradient; `update` is clip + AdamW + schedule."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from data.align import build_examples
+from data.batching import collate
+from data.conll import read_conll
+from data.labels import LABELS
+from model import load_tokenizer
+from tests.conll_data import needs_conll
+from train.build import build_tagger
+from train.config import TrainConfig
+from train.optim import AdamW
+from train.schedule import WarmupCosine
+from train.step import forward_backward, micro_batches, update
+
+
+@needs_conll
+def test_gradient_accumulation_and_padding_equal_per_sentence_computation(tiny_model, conll_slice):
+    """One padded batch, the same batch as 4 micro-batches, and each sentence alone give the same gradient."""
+    config = TrainConfig(model=str(tiny_model), head_dropout=0.0)
+    tagger = build_tagger(config, len(LABELS), torch.device("cpu"))
+    with torch.no_grad():
+        for name, p in tagger.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    tokenizer = load_tokenizer(tiny_model)
+    examples = build_examples(read_conll(conll_slice / "train.txt")[:8], tokenizer, 256)
+    rows = list(range(8))
+
+    def gradient(parts: list[list[int]]) -> tuple[float, list[torch.Tensor]]:
+        tagger.zero_grad()
+        loss, _ = forward_backward(tagger, [collate(examples, p, tokenizer.pad_id) for p in parts], torch.device("cpu"),
+                             bf16=False)
+        return loss, [p.grad.clone() for p in tagger.parameters() if p.requires_grad]
+
+    one_loss, one = gradient([rows])
+    for parts in ([rows[:2], rows[2:4], rows[4:6], rows[6:]], [[r] for r in rows]):
+        loss, grads = gradient(parts)
+        assert loss == pytest.approx(one_loss, rel=1e-5)
+        for a, b in zip(one, grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+
+
+def test_micro_batches_keep_order_and_cover_the_batch():
+    assert micro_batches([5, 3, 9, 1, 7], 2) == [[5, 3, 9], [1, 7]]
+    assert micro_batches([5, 3], 1) == [[5, 3]]
+
+
+def test_update_clips_steps_zeroes_and_schedules_like_torch():
+    """Against torch's own clip_grad_norm_ and torch.optim.AdamW with a LambdaLR of the same schedule."""
+    torch.manual_seed(0)
+    ours = torch.nn.Linear(6, 4)
+    reference = copy.deepcopy(ours)
+    optimizer = AdamW(ours.parameters(), lr=1e-2, weight_decay=0.1)
+    scheduler = WarmupCosine(optimizer, total_steps=5, warmup_steps=2, min_lr_ratio=0.1)
+    torch_optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for step in range(5):
+        x = torch.randn(3, 6) * 10  # large enough that clipping at 0.5 bites
+        ours(x).square().sum().backward()
+        grad_norm, lr = update(list(ours.parameters()), optimizer, scheduler, clip_grad_norm=0.5)
+        lrs.append(optimizer.param_groups[0]["lr"])
+        assert lr == lrs[step]
+        for group in torch_optimizer.param_groups:
+            group["lr"] = lr
+        reference(x).square().sum().backward()
+        expected_norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+        torch_optimizer.step()
+        torch_optimizer.zero_grad()
+        assert grad_norm == pytest.approx(float(expected_norm), rel=1e-6) and grad_norm > 0.5
+        assert all(p.grad is None for p in ours.parameters())
+        for a, b in zip(ours.parameters(), reference.parameters()):
+            torch.testing.assert_close(a, b)
+    assert lrs[1] == pytest.approx(1e-2) and lrs[-1] == pytest.approx(1e-3)  # warmup peak, then the floor
+    x = torch.randn(2, 6)
+    ours(x).sum().backward()
+    assert update(list(ours.parameters()), optimizer)[0] is None  # no clipping asked: no norm
