@@ -14,7 +14,7 @@ as `is_causal=False` (transformers 5 reads it from the config). A causal run wit
 no such setting there, so it is refused rather than exported into a model that computes something else.
 
 Key names follow what PEFT 0.21 writes for `LlamaForTokenClassification` (base model under `model.`, head
-named `score`, every key under `base_model.model.`); `tests/test_export.py` loads both layouts with
+named `score`, every key under `base_model.model.`); `tests/tag/test_export.py` loads both layouts with
 transformers + peft and checks the logits.
 """
 
@@ -85,8 +85,8 @@ def peft_config(run_dir: Path, base: Path) -> dict:
     """PEFT's `LoraConfig` fields for this run's adapter; the fields left out keep PEFT's defaults."""
     adapter = read_adapter_config(run_dir / ADAPTER_DIR)
     if adapter.extra != ("head",):
-        raise ExportError(f"{run_dir / ADAPTER_DIR / PEFT_CONFIG_NAME}: the adapter trains {list(adapter.extra)} besides "
-                          "LoRA; the PEFT export maps only the head (use --format merged)")
+        raise ExportError(f"{run_dir / ADAPTER_DIR / PEFT_CONFIG_NAME}: the adapter trains {list(adapter.extra)} "
+                          "besides LoRA; the PEFT export maps only the head (use --format merged)")
     return {
         "peft_type": "LORA",
         "task_type": "TOKEN_CLS",
@@ -150,7 +150,7 @@ def merged_config(base: Path, config: TrainConfig, labels: list[str]) -> dict:
 
 
 def readme(fmt: str, out: Path, base: Path, config: TrainConfig, labels: list[str]) -> str:
-    """A short README whose Python block loads the export (tests/test_export.py runs that block)."""
+    """A short README whose Python block loads the export (tests/tag/test_export.py runs that block)."""
     if fmt == "peft":
         # transformers takes `is_causal` as a from_pretrained keyword only when the config already has the field,
         # and a causal base's config.json does not: set it on the config object instead.

@@ -34,7 +34,7 @@ class TrainConfig:
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = LLAMA_TARGETS
     head_dropout: float = 0.1
-    # Optimisation. 1e-3 beat 5e-4 on both of two seeds (README, Results): 94.70 against 94.23 validation F1.
+    # Optimisation. 1e-3 beat 5e-4 on both of two seeds (docs/results.md): 94.70 against 94.23 validation F1.
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
