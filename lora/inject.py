@@ -83,18 +83,10 @@ def inject_lora(
 
 
 def merge_lora(model: nn.Module) -> int:
-    """Fold every adapter into its frozen weight (for inference/export). Returns how many."""
+    """Fold every adapter into its frozen weight, for tagging (tag/run.py). Returns how many."""
     modules = _require_lora(model)
     for _, m in modules:
         m.merge()
-    return len(modules)
-
-
-def unmerge_lora(model: nn.Module) -> int:
-    """Undo merge_lora, so the adapters can be trained or saved apart again. Returns how many."""
-    modules = _require_lora(model)
-    for _, m in modules:
-        m.unmerge()
     return len(modules)
 
 

@@ -68,14 +68,6 @@ class LoRALinear(nn.Module):
         self.weight.copy_((self.weight.float() + self.delta_weight()).to(self.weight.dtype))
         self.merged = True
 
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """Subtract the update back out (exact up to rounding: one bf16 rounding per merge/unmerge)."""
-        if not self.merged:
-            return
-        self.weight.copy_((self.weight.float() - self.delta_weight()).to(self.weight.dtype))
-        self.merged = False
-
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, r={self.r}, alpha={self.alpha}, merged={self.merged}")

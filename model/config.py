@@ -60,12 +60,6 @@ class LlamaConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_preset(cls, name: str) -> LlamaConfig:
-        if name not in PRESETS:
-            raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-        return PRESETS[name]
-
-    @classmethod
     def from_hf(cls, source: str | Path | dict[str, Any]) -> LlamaConfig:
         """Read an HF `config.json` (a path to it, its folder, or the parsed dict).
 
@@ -133,32 +127,6 @@ class LlamaConfig:
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
             causal=bool(hf.get("is_causal", True)),
         )
-
-    def to_hf(self) -> dict[str, Any]:
-        """The HF `config.json` fields that describe this model (transformers 4 and 5 both read them)."""
-        rope_scaling = None
-        if self.rope_scaling is not None:
-            rope_scaling = {"rope_type": "llama3", **dataclasses.asdict(self.rope_scaling)}
-        return {
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_layers,
-            "num_attention_heads": self.num_heads,
-            "num_key_value_heads": self.num_kv_heads,
-            "head_dim": self.head_dim,
-            "intermediate_size": self.intermediate_size,
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_theta": self.rope_theta,
-            "rope_scaling": rope_scaling,
-            "max_position_embeddings": self.max_position_embeddings,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "hidden_act": "silu",
-            "attention_bias": False,
-            "mlp_bias": False,
-            "is_causal": self.causal,
-        }
 
 
 _LLAMA3_SCALING = RopeScaling(
