@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from data.conll import read_conll
 from lora.inject import lora_modules
