@@ -1,7 +1,7 @@
 """Training and tagging speed of the LoRA tagger on one accelerator, with random weights: no checkpoint, no data.
 
     python -m bench.gpu [--config llama-3.2-1b] [--device cuda] [--precision auto] [--batch-size 32]
-                              [--steps 300] [--peak-tflops 989] [--json PATH]
+                        [--steps 300] [--peak-tflops 989] [--json PATH]
 
 The model is what `python -m train` fine-tunes, built from a preset shape instead of a checkpoint: the frozen base
 in bf16 on a GPU (float32 on a CPU unless `--precision bf16`), bf16 autocast, SDPA attention, bidirectional
@@ -15,12 +15,13 @@ positions after BOS carry a random label, like the first subtoken of each word (
 Sentences are bucketed by length into batches of `--batch-size` (`data.batching.bucketed_plan`), collated and
 moved to the device before the clock starts, so the timings are the model's alone.
 
-Model FLOPs per real token, as in `bench/versus_hf.py`: forward 2 * P + 4 * L * T_avg * d, with P the parameters of
-the linear layers of the blocks (no embedding lookup, no vocabulary projection), L layers, d = heads * head_dim,
-T_avg the mean attended length (real tokens of its sentence). A LoRA training step with a frozen base runs
-forward + backward-through-activations = 2 x forward (weight gradients of the small adapters ignored); tagging
-is 1 x forward. MFU = achieved model FLOP/s / the matmul ceiling of the run's dtype measured in the same run on
-the same device (an n x n x n matmul), and, given `--peak-tflops`, / that stated peak (H100 SXM bf16 dense: 989).
+A training step is `train.step.update`'s AdamW step, without gradient clipping: clipping reads the gradient norm
+back to the host, a wait for the device at every step, and the timed loop never waits (no `.item()` either).
+
+Model FLOPs and MFU are `bench/flops.py`'s: per real token, forward = 2 x the blocks' projection weights + 4 x
+layers x mean attended length x heads x head_dim; a LoRA training step with a frozen base = 2 x the linear part
++ 3 x the attention part. MFU = achieved model FLOP/s / the matmul ceiling of the run's dtype measured in the same
+run on the same device, and, given `--peak-tflops`, / that stated peak (H100 SXM bf16 dense: 989).
 
 Activation checkpointing recomputes each block's forward in the backward pass; those FLOPs are not model FLOPs,
 so they lower the MFU, as they should.
@@ -39,18 +40,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.flops import forward_flops_per_token, matmul_ceiling, mean_attended, synchronize, train_flops_per_token
 from data.align import Example
 from data.batching import Batch, bucketed_plan, collate
 from data.labels import LABELS
-from model.tagger import IGNORE_INDEX
 from lora.inject import LLAMA_TARGETS, count_parameters, inject_lora
 from model.config import PRESETS, LlamaConfig
 from model.llama import Llama
-from model.tagger import Tagger
-from bench.versus_hf import forward_flops_per_token, matmul_ceiling
+from model.tagger import IGNORE_INDEX, Tagger
+from train.build import compile_blocks, keep_trainable_in_float32
 from train.device import autocast, use_bf16
 from train.optim import AdamW
-from train.build import compile_blocks, keep_trainable_in_float32
+from train.step import update
 
 # A 2-layer model with grouped-query attention, small enough for a CPU test to train in seconds.
 TINY = LlamaConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
@@ -99,32 +100,6 @@ def build_random_tagger(config: LlamaConfig, device: torch.device, base_dtype: t
     return tagger
 
 
-def train_flops_per_token(config: LlamaConfig, mean_attended: float) -> float:
-    """Model FLOPs of one LoRA training step per real token: forward + backward through activations = 2 x forward."""
-    return 2 * forward_flops_per_token(config, mean_attended)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_matmul_ceiling(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of large square matmuls in `dtype` on `device`: the best this device does in the run's precision."""
-    if device.type == "cpu":  # as bench/versus_hf.py; bf16 smaller: CPUs without bf16 instructions take ~1 GFLOP/s
-        return matmul_ceiling(dtype) if dtype == torch.float32 else matmul_ceiling(dtype, n=512, repeats=2)
-    n, repeats = 8192, 20
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -150,40 +125,26 @@ def resolve(device_arg: str, parser: argparse.ArgumentParser) -> torch.device:
     return device
 
 
-def run(args: argparse.Namespace, device: torch.device) -> dict:
-    started = time.perf_counter()
-    config = CONFIGS[args.config]
-    bf16 = use_bf16(args.precision, device)
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    ceiling = device_matmul_ceiling(device, dtype)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-    torch.manual_seed(args.seed)
+def synthetic_batches(args: argparse.Namespace, config: LlamaConfig, device: torch.device) -> list[Batch]:
+    """`--warmup` + `--steps` bucketed batches of random CoNLL-like sentences, already on the device."""
     rng = np.random.default_rng(args.seed)
-    tagger = build_random_tagger(config, device, dtype)
-    tagger.backbone.activation_checkpointing = args.activation_checkpointing
-    if args.compile:
-        compile_blocks(tagger)
-    parameters = count_parameters(tagger)
-    optimizer = AdamW([p for p in tagger.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
-
     lengths = conll_like_lengths(args.batch_size * (args.warmup + args.steps), rng)
     examples = synthetic_examples(lengths, config.vocab_size, rng)
     plan = bucketed_plan(lengths, batch_size=args.batch_size, seed=args.seed)
-    batches = [collate(examples, batch, pad_id=0).to(device) for batch in plan]
-    warmup, timed = batches[: args.warmup], batches[args.warmup : args.warmup + args.steps]
-    timed_lengths = [lengths[i] for batch in plan[args.warmup : args.warmup + args.steps] for i in batch]
-    real_tokens = sum(timed_lengths)
-    mean_attended = sum(n * n for n in timed_lengths) / real_tokens
+    return [collate(examples, batch, pad_id=0).to(device) for batch in plan]
+
+
+def time_training(tagger: Tagger, warmup: list[Batch], timed: list[Batch], bf16: bool) -> tuple[float, list[float]]:
+    """Seconds of the timed training steps (after the untimed warm-up steps), and their losses."""
+    device = tagger.head.weight.device
+    trainable = [p for p in tagger.parameters() if p.requires_grad]
+    optimizer = AdamW(trainable, lr=1e-4, weight_decay=0.0)
 
     def train_step(batch: Batch) -> torch.Tensor:
         with autocast(device, bf16):
             loss = tagger.loss(batch.input_ids, batch.labels, batch.attention_mask)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        update(trainable, optimizer)
         return loss.detach()
 
     tagger.train()
@@ -193,62 +154,81 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     start = time.perf_counter()
     losses = [train_step(batch) for batch in timed]  # no .item() inside: it would wait for the device each step
     synchronize(device)
-    train_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     losses = torch.stack(losses).float().cpu()
     if not bool(torch.isfinite(losses).all()):
         raise RuntimeError(f"training loss is not finite: {losses.tolist()}")
-    if device.type == "cuda":
-        peak_memory, memory_kind = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
-    else:
-        peak_memory, memory_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+    return seconds, losses.tolist()
 
+
+def time_tagging(tagger: Tagger, batches: list[Batch], bf16: bool) -> float:
+    """Seconds to tag `batches` in eval mode, after two untimed batches (eval mode may pick other kernels)."""
+    device = tagger.head.weight.device
     tagger.eval()
     with torch.inference_mode():
-        for batch in timed[:2]:  # warm-up: eval mode may pick other kernels
+        for batch in batches[:2]:
             with autocast(device, bf16):
                 tagger(batch.input_ids, batch.attention_mask)
         synchronize(device)
         start = time.perf_counter()
-        for batch in timed:
+        for batch in batches:
             with autocast(device, bf16):
                 tagger(batch.input_ids, batch.attention_mask)
         synchronize(device)
-        tag_seconds = time.perf_counter() - start
+    return time.perf_counter() - start
 
-    forward_flops = forward_flops_per_token(config, mean_attended)
-    train_tokens_per_s, tag_tokens_per_s = real_tokens / train_seconds, real_tokens / tag_seconds
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """Bytes at the peak so far, and what they measure."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+
+
+def run(args: argparse.Namespace, device: torch.device) -> dict:
+    """Build the random tagger, time training on the timed batches, then tagging them; report speed and MFU."""
+    started = time.perf_counter()
+    config = CONFIGS[args.config]
+    bf16 = use_bf16(args.precision, device)
+    ceiling = matmul_ceiling(device, torch.bfloat16 if bf16 else torch.float32)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(args.seed)
+    tagger = build_random_tagger(config, device, torch.bfloat16 if bf16 else torch.float32)
+    tagger.backbone.activation_checkpointing = args.activation_checkpointing
+    if args.compile:
+        compile_blocks(tagger)
+    parameters = count_parameters(tagger)
+
+    batches = synthetic_batches(args, config, device)
+    warmup, timed = batches[: args.warmup], batches[args.warmup : args.warmup + args.steps]
+    train_seconds, losses = time_training(tagger, warmup, timed, bf16)
+    memory, memory_kind = peak_memory(device)
+    tag_seconds = time_tagging(tagger, timed, bf16)
+
+    lengths = [int(n) for b in timed for n in b.attention_mask.sum(1).tolist()]
+    attended, real_tokens = mean_attended(lengths), sum(lengths)
+    train_flops = train_flops_per_token(config, attended) * real_tokens / train_seconds
+    tag_flops = forward_flops_per_token(config, attended) * real_tokens / tag_seconds
     peak = args.peak_tflops * 1e12 if args.peak_tflops else None
     return {
-        "device": device_name(device),
-        "device_type": device.type,
-        "torch": torch.__version__,
-        "config": args.config,
-        "precision": "bf16" if bf16 else "float32",
-        "batch_size": args.batch_size,
-        "steps": len(timed),
-        "warmup_steps": len(warmup),
-        "activation_checkpointing": args.activation_checkpointing,
-        "compile": args.compile,
-        "parameters": parameters.total,
-        "trainable_parameters": parameters.trainable,
-        "real_tokens": real_tokens,
-        "padded_tokens": sum(b.input_ids.numel() for b in timed),
-        "mean_length": real_tokens / len(timed_lengths),
-        "mean_attended": mean_attended,
-        "forward_flops_per_token": forward_flops,
-        "train_flops_per_token": train_flops_per_token(config, mean_attended),
-        "matmul_ceiling_flops": ceiling,
-        "peak_flops": peak,
-        "train_tokens_per_s": train_tokens_per_s,
-        "train_mfu": train_flops_per_token(config, mean_attended) * train_tokens_per_s / ceiling,
-        "train_mfu_peak": train_flops_per_token(config, mean_attended) * train_tokens_per_s / peak if peak else None,
-        "tag_tokens_per_s": tag_tokens_per_s,
-        "tag_mfu": forward_flops * tag_tokens_per_s / ceiling,
-        "tag_mfu_peak": forward_flops * tag_tokens_per_s / peak if peak else None,
-        "peak_memory_bytes": peak_memory,
-        "peak_memory_kind": memory_kind,
-        "first_loss": float(losses[0]),
-        "last_loss": float(losses[-1]),
+        "device": device_name(device), "device_type": device.type, "torch": torch.__version__,
+        "config": args.config, "precision": "bf16" if bf16 else "float32", "batch_size": args.batch_size,
+        "steps": len(timed), "warmup_steps": len(warmup),
+        "activation_checkpointing": args.activation_checkpointing, "compile": args.compile,
+        "parameters": parameters.total, "trainable_parameters": parameters.trainable,
+        "real_tokens": real_tokens, "padded_tokens": sum(b.input_ids.numel() for b in timed),
+        "mean_length": real_tokens / len(lengths), "mean_attended": attended,
+        "forward_flops_per_token": forward_flops_per_token(config, attended),
+        "train_flops_per_token": train_flops_per_token(config, attended),
+        "matmul_ceiling_flops": ceiling, "peak_flops": peak,
+        "train_tokens_per_s": real_tokens / train_seconds,
+        "train_mfu": train_flops / ceiling, "train_mfu_peak": train_flops / peak if peak else None,
+        "tag_tokens_per_s": real_tokens / tag_seconds,
+        "tag_mfu": tag_flops / ceiling, "tag_mfu_peak": tag_flops / peak if peak else None,
+        "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
+        "first_loss": losses[0], "last_loss": losses[-1],
         "wall_seconds": time.perf_counter() - started,
     }
 

@@ -3,15 +3,17 @@ cuda clearly where there is none."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from lora.layer import LoRALinear
-from model.config import PRESETS
 from bench import gpu as gpu_bench
+from lora.layer import LoRALinear
+from model.llama import Llama
+from tests.bench.flop_count import counted_flops
 
 TINY_RUN = ["--config", "tiny", "--device", "cpu", "--batch-size", "8", "--steps", "3", "--warmup", "1"]
 
@@ -39,8 +41,8 @@ def test_runs_end_to_end_and_reports_speed(plain_run):
     assert 0 < result["train_mfu"] < 1.5 and 0 < result["tag_mfu"] < 1.5
     assert result["peak_memory_bytes"] > 0 and result["peak_memory_kind"] == "peak RSS"
     assert np.isfinite(result["first_loss"]) and np.isfinite(result["last_loss"])
-    # MFU is what the docstring states: 2 x forward FLOPs per real token, over the measured ceiling / stated peak.
-    train_flops = 2 * result["forward_flops_per_token"] * result["train_tokens_per_s"]
+    # MFU: the stated model FLOPs per token x tokens/s, over the measured ceiling and over the stated peak.
+    train_flops = result["train_flops_per_token"] * result["train_tokens_per_s"]
     assert result["train_mfu"] == pytest.approx(train_flops / result["matmul_ceiling_flops"], rel=1e-9)
     assert result["train_mfu_peak"] == pytest.approx(train_flops / 2e12, rel=1e-9)
     tag_flops = result["forward_flops_per_token"] * result["tag_tokens_per_s"]
@@ -73,21 +75,21 @@ def test_cuda_without_cuda_is_a_clear_error(capsys):
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
 
 
-def test_flops_of_the_1b_shape_by_hand():
-    # Llama-3.2-1B: hidden 2048, 32 query heads x 64 = 2048, 8 kv heads x 64 = 512, intermediate 8192, 16 layers.
-    hidden, d, kv, intermediate, layers = 2048, 32 * 64, 8 * 64, 8192, 16
-    per_layer_weights = (hidden * d  # q_proj
-                         + hidden * kv + hidden * kv  # k_proj, v_proj
-                         + d * hidden  # o_proj
-                         + 3 * hidden * intermediate)  # gate, up, down
-    assert per_layer_weights == 60_817_408
-    attended = 20  # every token attends the 20 tokens of its sentence
-    per_layer = 2 * per_layer_weights + 2 * attended * d + 2 * attended * d  # matmuls, q k^T, attention x v
-    forward = layers * per_layer
-    assert forward == 1_948_778_496
-    config = PRESETS["llama-3.2-1b"]
-    assert gpu_bench.forward_flops_per_token(config, attended) == forward
-    assert gpu_bench.train_flops_per_token(config, attended) == 2 * forward
+def test_flops_per_token_are_what_torch_counts_on_the_timed_sentences(plain_run):
+    # The same timed sentences (same seed) through the tiny shape, unpadded, counted by FlopCounterMode: a forward,
+    # and a forward + backward through the activations of a frozen base (its embedding trainable: an index-add).
+    args = argparse.Namespace(seed=0, batch_size=8, warmup=1, steps=3)
+    timed = gpu_bench.synthetic_batches(args, gpu_bench.TINY, torch.device("cpu"))[1:4]
+    sentences = [row[mask.bool()] for b in timed for row, mask in zip(b.input_ids, b.attention_mask)]
+    tokens = sum(len(s) for s in sentences)
+    assert tokens == plain_run["real_tokens"]
+    torch.manual_seed(0)
+    model = Llama(gpu_bench.TINY.replace(causal=False)).requires_grad_(False)
+    forward = sum(counted_flops(model.eval(), sentences).values())
+    assert plain_run["forward_flops_per_token"] == pytest.approx(forward / tokens, rel=1e-12)
+    model.embed_tokens.weight.requires_grad_(True)
+    train = sum(counted_flops(model.train(), sentences, backward=True).values())
+    assert plain_run["train_flops_per_token"] == pytest.approx(train / tokens, rel=1e-12)
 
 
 def test_lengths_follow_conll():
