@@ -15,8 +15,8 @@ positions after BOS carry a random label, like the first subtoken of each word (
 Sentences are bucketed by length into batches of `--batch-size` (`data.batching.bucketed_plan`), collated and
 moved to the device before the clock starts, so the timings are the model's alone.
 
-A training step is `train.step.update`'s AdamW step, without gradient clipping: clipping reads the gradient norm
-back to the host, a wait for the device at every step, and the timed loop never waits (no `.item()` either).
+A training step is training's: forward, backward, then `train.step.update` (gradient norm clipped at 1.0, AdamW).
+The timed loop never waits for the device: no `.item()`, and the norm stays on it.
 
 Model FLOPs and MFU are `bench/flops.py`'s: per real token, forward = 2 x the blocks' projection weights + 4 x
 layers x mean attended length x heads x head_dim; a LoRA training step with a frozen base = 2 x the linear part
@@ -49,6 +49,7 @@ from model.config import PRESETS, LlamaConfig
 from model.llama import Llama
 from model.tagger import IGNORE_INDEX, Tagger
 from train.build import compile_blocks, keep_trainable_in_float32
+from train.config import TrainConfig
 from train.device import autocast, use_bf16
 from train.optim import AdamW
 from train.step import update
@@ -144,7 +145,7 @@ def time_training(tagger: Tagger, warmup: list[Batch], timed: list[Batch], bf16:
         with autocast(device, bf16):
             loss = tagger.loss(batch.input_ids, batch.labels, batch.attention_mask)
         loss.backward()
-        update(trainable, optimizer)
+        update(trainable, optimizer, clip_grad_norm=TrainConfig().clip_grad_norm)
         return loss.detach()
 
     tagger.train()

@@ -191,7 +191,7 @@ def train_process(
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}", lr=f"{lr:.2e}")
             if world.is_main and (progress.step % LOG_EVERY == 0 or progress.step == 1):
                 log_record(run.run_dir, {"type": "train", "step": progress.step, "epoch": progress.epoch,
-                                         "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                                         "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
                                          "tokens_per_s": tokens_per_s})
                 rate.restart()
             end_of_epoch = progress.batch == len(plan)

@@ -54,14 +54,15 @@ def update(
     optimizer: torch.optim.Optimizer,
     scheduler: WarmupCosine | None = None,
     clip_grad_norm: float | None = None,
-) -> tuple[float | None, float]:
+) -> tuple[torch.Tensor | None, float]:
     """Apply the accumulated gradients: clip their global norm, step, zero them, advance the schedule.
 
-    Returns the gradient norm before clipping (None without clipping) and the learning rate the step used.
+    Returns the gradient norm before clipping (None without clipping), left on the device so that a GPU need
+    not wait for it, and the learning rate the step used.
     """
     grad_norm = None
     if clip_grad_norm is not None:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_grad_norm))
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
     lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
