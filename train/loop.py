@@ -139,8 +139,8 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
                       weight_decay=config.weight_decay)
     train_examples = scored(train_sentences).examples
     batch_size = rank_batch_size(config.batch_size, config.grad_accum, world)
-    total_steps = config.max_steps or config.epochs * len(epoch_plan(train_examples, batch_size, config.seed, 0,
-                                                                     world))
+    steps_per_epoch = len(epoch_plan(train_examples, batch_size, config.seed, 0, world))
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
     return Run(config, world, device, use_bf16(config.precision, device), run_dir, resume, tokenizer, tagger,
