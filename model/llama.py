@@ -8,14 +8,14 @@ by stripping its `model.` prefix and LoRA target names mean the same thing here 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from model.attention import Attention, build_attention_mask
+from model.attention import Attend, Attention
 from model.config import LlamaConfig
+from model.memory_saving import SiluMul
+from model.padding_free import RealTokens
 from model.rope import RotaryEmbedding
-from model.token_layout import TokenLayout
 
 
 class RMSNorm(nn.Module):
@@ -43,26 +43,8 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # SiluMul.apply(g, u) = silu(g) * u, keeping less for backward (model/memory_saving.py).
         return self.down_proj(SiluMul.apply(self.gate_proj(x), self.up_proj(x)))
-
-
-class SiluMul(torch.autograd.Function):
-    """silu(g) * u, keeping only g and u for backward and recomputing silu there. Autograd's two ops would also
-    keep silu(g): one more (tokens, intermediate) tensor per layer, the widest activation of the block.
-
-    With s = sigmoid(g): d silu(g) / dg = s * (1 + g * (1 - s))."""
-
-    @staticmethod
-    def forward(ctx, g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(g, u)
-        return F.silu(g) * u
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g, u = ctx.saved_tensors
-        s = torch.sigmoid(g)
-        silu = g * s
-        return grad * u * (s * (1 + g * (1 - s))), grad * silu
 
 
 class Block(nn.Module):
@@ -75,15 +57,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = SwiGLU(config)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        layout: TokenLayout,
-    ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, layout)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Attend) -> torch.Tensor:
+        """x (N, C): the batch's N real tokens; cos/sin (N, hd). Returns (N, C)."""
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attend)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -113,26 +89,20 @@ class Llama(nn.Module):
     ) -> torch.Tensor:
         """input_ids (B, T) -> final-normed hidden states (B, T, C), zeros at padding. Logits: `self.lm_head(output)`.
 
-        attention_mask (B, T): 0 for padding, a positive segment id for real tokens (see `build_attention_mask`);
-        None when nothing is padded. position_ids (B, T) default to 0..T-1 in every row (right padding);
-        packed rows pass positions that restart at each segment.
+        attention_mask (B, T): 1 for real tokens, 0 for padding; None when nothing is padded. position_ids (B, T)
+        default to 0..T-1 in every row (right padding).
         """
         B, T = input_ids.shape
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
-        # Padding is dropped before the first layer and restored after the last (see model/token_layout.py).
-        layout = TokenLayout(attention_mask, B, T)
-        cos, sin = self.rotary(layout.unpad(position_ids))  # (*tokens, hd)
-        # One mask per attention kind present in the stack, built once and shared by the layers of that kind.
-        masks = {
-            causal: build_attention_mask(attention_mask, causal)
-            for causal in {block.self_attn.causal for block in self.layers}
-        }
-        x = self.embed_tokens(layout.unpad(input_ids))  # (*tokens, C): (B, T, C), or (N, C) real tokens
+        # Padding-free: the blocks see the N real tokens only, as (N, C); attention alone goes back to the (B, T)
+        # grid of sentences, inside `tokens.attend` (model/padding_free.py).
+        tokens = RealTokens(attention_mask, B, T)
+        cos, sin = self.rotary(tokens.select(position_ids))  # (N, hd)
+        x = self.embed_tokens(tokens.select(input_ids))  # (N, C)
         for block in self.layers:
-            mask = masks[block.self_attn.causal]
             if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, cos, sin, mask, layout, use_reentrant=False)
+                x = checkpoint(block, x, cos, sin, tokens.attend, use_reentrant=False)
             else:
-                x = block(x, cos, sin, mask, layout)
-        return layout.pad(self.norm(x))  # (B, T, C), zeros at padding
+                x = block(x, cos, sin, tokens.attend)
+        return tokens.scatter(self.norm(x))  # (B, T, C), zeros at padding

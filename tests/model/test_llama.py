@@ -8,10 +8,11 @@ import torch
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from model.config import PRESETS, LlamaConfig
-from model.llama import Llama, SiluMul
+from model.llama import Llama
 from model.loading import load_llama
+from model.memory_saving import SiluMul, silu_mul_reference
+from model.padding_free import RealTokens
 from model.rope import rope_inv_freq
-from model.token_layout import Scatter
 from tests.hf_reference import load_hf, make_hf_checkpoint
 
 LLAMA3_SCALING = {
@@ -172,27 +173,19 @@ def test_contents_of_pad_positions_change_nothing(causal):
         assert torch.equal(model(ids, mask)[real], model(garbage, mask)[real])
 
 
-def test_padding_is_never_attended_even_when_masked_by_zero_only():
-    """Pad queries attend to themselves only, so the output stays finite and real tokens never see pads."""
-    model = tiny_model(causal=False)
-    ids, mask = right_padded_batch(100, [3, 7], seed=6)
-    with torch.no_grad():
-        out = model(ids, mask)
-    assert torch.isfinite(out).all()
-
-
-def test_packed_segments_equal_separate_sequences():
-    """Two sequences packed in one row (segment ids 1 and 2, positions restarting) equal running them apart."""
-    model = tiny_model(causal=False)
-    a = torch.randint(0, 100, (1, 6), generator=torch.Generator().manual_seed(7))
-    b = torch.randint(0, 100, (1, 4), generator=torch.Generator().manual_seed(8))
-    packed = torch.cat([a, b, torch.zeros(1, 2, dtype=torch.long)], dim=1)
-    segments = torch.tensor([[1] * 6 + [2] * 4 + [0] * 2])
-    positions = torch.tensor([list(range(6)) + list(range(4)) + [0, 0]])
-    with torch.no_grad():
-        out = model(packed, segments, positions)
-        torch.testing.assert_close(out[0, :6], model(a)[0], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(out[0, 6:10], model(b)[0], rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_left_padding_keeps_outputs_and_gradients_finite(causal):
+    """Left padding leaves a causal pad query with no real key at or before it; no NaN may reach the real tokens,
+    forward or backward, and they equal the sequence run alone."""
+    model = tiny_model(causal=causal)
+    ids = torch.randint(0, 100, (1, 5), generator=torch.Generator().manual_seed(6))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
+    positions = torch.tensor([[0, 0, 0, 0, 1, 2, 3, 4]])
+    out = model(padded, mask, positions)
+    torch.testing.assert_close(out[0, 3:], model(ids)[0], rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_bidirectional_top_layers_lifts_the_mask_only_near_the_output():
@@ -228,13 +221,36 @@ def test_activation_checkpointing_gives_same_gradients():
         torch.testing.assert_close(g_plain, g_ckpt)
 
 
-def test_hand_written_gradients_equal_autograd():
-    """SiluMul and Scatter keep less for backward than autograd would; their gradients must be the same."""
+def saved_bytes(compute) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of `compute()`."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        compute()
+    return sum(storages.values())
+
+
+def test_silu_mul_equals_the_plain_formula_and_keeps_a_third_less():
     g, u = (torch.randn(5, 7, dtype=torch.float64, requires_grad=True) for _ in range(2))
     assert torch.autograd.gradcheck(SiluMul.apply, (g, u))
-    torch.testing.assert_close(SiluMul.apply(g, u), torch.nn.functional.silu(g) * u)
-    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
-    index = torch.tensor([0, 2, 5, 6])
-    assert torch.autograd.gradcheck(lambda t: Scatter.apply(t, index, 8), (x,))
-    grid = Scatter.apply(x, index, 8)
-    assert torch.equal(grid[index], x) and not grid[[1, 3, 4, 7]].any()
+    fast, plain = SiluMul.apply(g, u), silu_mul_reference(g, u)
+    torch.testing.assert_close(fast, plain)
+    grad = torch.randn(5, 7, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad(fast, (g, u), grad), torch.autograd.grad(plain, (g, u), grad)):
+        torch.testing.assert_close(a, b)
+    assert saved_bytes(lambda: SiluMul.apply(g, u)) == 2 * g.nbytes
+    assert saved_bytes(lambda: silu_mul_reference(g, u)) == 3 * g.nbytes
+
+
+def test_real_tokens_round_trip_and_scatter_keeps_only_the_index():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    tokens = RealTokens(mask, 2, 4)
+    x = torch.randn(4, 3, requires_grad=True)  # the 4 real tokens
+    grid = tokens.scatter(x)  # (2, 4, 3)
+    assert torch.equal(grid[mask.bool()], x) and not grid[~mask.bool()].any()
+    assert torch.equal(tokens.select(grid), x)
+    assert saved_bytes(lambda: tokens.scatter(x)) == tokens.index.nbytes
