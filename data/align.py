@@ -29,7 +29,7 @@ has most context. Every sentence then sees its neighbours, and a token is comput
 `max_len / stride` times instead of once per window it appears in.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import TypeVar
@@ -90,23 +90,10 @@ def build_examples(
         return cache[word]
 
     examples: list[Example] = []
-    start = 0
-    while start < len(sentences):  # one document (a run of equal doc_id) at a time
-        end = start + 1
-        while end < len(sentences) and sentences[end].doc_id == sentences[start].doc_id:
-            end += 1
-        # The document as one stream of words: (sentence index, word index, token ids).
-        stream = [(s, w, encode(word)) for s in range(start, end) for w, word in enumerate(sentences[s].words)]
+    for start, end in _documents(sentences):
+        stream = _word_stream(sentences, start, end, encode, budget, max_len)
         sizes = [len(ids) for _, _, ids in stream]
-        offsets = [0]  # offsets[i]: tokens before word i of the stream
-        for n in sizes:
-            offsets.append(offsets[-1] + n)
-        for i, (s, w, _) in enumerate(stream):
-            if sizes[i] > budget:
-                raise ValueError(
-                    f"word {sentences[s].words[w]!r} (sentence {s}, line {sentences[s].line}, word {w}) "
-                    f"has {sizes[i]} subtokens, more than the {budget} a window of max_len={max_len} holds"
-                )
+        offsets = [0, *accumulate(sizes)]  # offsets[i]: tokens before word i of the stream
         # Spans cut into windows: each sentence of the document, or the document as a whole.
         if document:
             spans = [(0, len(stream))]
@@ -124,8 +111,33 @@ def build_examples(
                 predicted = [i for i in range(first, stop) if owners[i - first] == k]
                 if predicted:
                     examples.append(_example(stream, left, right, predicted, sentences, bos_id))
-        start = end
     return examples
+
+
+def _documents(sentences: Sequence[Sentence]) -> list[tuple[int, int]]:
+    """[start, end) of each document: each run of consecutive sentences with one doc_id."""
+    bounds = [0] + [s for s in range(1, len(sentences)) if sentences[s].doc_id != sentences[s - 1].doc_id]
+    return list(zip(bounds, bounds[1:] + [len(sentences)])) if sentences else []
+
+
+def _word_stream(
+    sentences: Sequence[Sentence],
+    start: int,
+    end: int,
+    encode: Callable[[str], list[int]],
+    budget: int,
+    max_len: int,
+) -> list[tuple[int, int, list[int]]]:
+    """The words of sentences [start, end) as one stream of (sentence index, word index, token ids); a word longer
+    than a window is an error naming it, since it could never be predicted whole."""
+    stream = [(s, w, encode(word)) for s in range(start, end) for w, word in enumerate(sentences[s].words)]
+    for s, w, ids in stream:
+        if len(ids) > budget:
+            raise ValueError(
+                f"word {sentences[s].words[w]!r} (sentence {s}, line {sentences[s].line}, word {w}) "
+                f"has {len(ids)} subtokens, more than the {budget} a window of max_len={max_len} holds"
+            )
+    return stream
 
 
 def _chunks(sizes: list[int], first: int, stop: int, budget: int, stride: int) -> list[tuple[int, int]]:
