@@ -30,7 +30,7 @@ from train.config import TrainConfig, parse_args
 from train.distributed import launched_world, shard_frozen_base
 from train.evaluation import tag_and_score
 from train.loop import train
-from train.run_dir import CHECKPOINT_FILE, METRICS_FILE
+from train.run_dir import CHECKPOINT_FILE, METRICS_FILE, read_run_info
 from train.step import forward_backward, micro_batches, update
 from train.optim import AdamW
 from train.build import build_tagger
@@ -43,17 +43,17 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def conll_slice(tmp_path_factory) -> Path:
+def small_conll(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("conll")
     slice_conll(CONLL / "train.txt", folder / "train.txt", 48)
     slice_conll(CONLL / "valid.txt", folder / "valid.txt", 40)
     return folder
 
 
-def run_config(tiny_model: Path, conll_slice: Path, out: Path, **changes) -> TrainConfig:
+def run_config(tiny_model: Path, small_conll: Path, out: Path, **changes) -> TrainConfig:
     """48 sentences, a global batch of 8 (4 per rank, in 2 micro-batches): 6 steps per epoch, 8 steps in all,
     evaluated at the end of each epoch and of the run; no dropout, so the ranks compute what one process does."""
-    return TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(out), window="sentence", limit=48,
+    return TrainConfig(model=str(tiny_model), data=str(small_conll), out=str(out), window="sentence", limit=48,
                        batch_size=8, grad_accum=2, max_steps=8, lr=1e-3, weight_decay=0.01, checkpoint_every=2,
                        head_dropout=0.0, lora_dropout=0.0, eval_max_tokens=256, **changes)
 
@@ -131,13 +131,13 @@ def spawn_ranks(configs: dict[str, TrainConfig], results: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_rank_job(tmp_path_factory, tiny_model, conll_slice) -> dict[str, Path]:
+def two_rank_job(tmp_path_factory, tiny_model, small_conll) -> dict[str, Path]:
     """Evaluation of a random tagger on both ranks, and two-rank runs: one interrupted and resumed, one FSDP."""
     folder = tmp_path_factory.mktemp("ranks")
     outs = {"plain": folder / "plain", "fsdp": folder / "fsdp", "results": folder / "results"}
     outs["results"].mkdir()
-    configs = {"plain": run_config(tiny_model, conll_slice, outs["plain"]),
-               "fsdp": run_config(tiny_model, conll_slice, outs["fsdp"], fsdp=True)}
+    configs = {"plain": run_config(tiny_model, small_conll, outs["plain"]),
+               "fsdp": run_config(tiny_model, small_conll, outs["fsdp"], fsdp=True)}
     spawn_ranks(configs, outs["results"])
     return outs
 
@@ -177,7 +177,7 @@ def records(run_dir: Path) -> list[dict]:
 def test_two_ranks_take_the_steps_of_one_process(two_rank_job, run):
     saved = torch.load(two_rank_job[run] / CHECKPOINT_FILE, weights_only=False)
     assert saved["world_size"] == RANKS and saved["progress"]["step"] == 8
-    config = TrainConfig.from_saved(json.loads((two_rank_job[run] / "run.json").read_text())["config"])
+    config = read_run_info(two_rank_job[run])["config"]
     expected = one_process_steps(config)
     assert saved["trainable"].keys() == expected.keys()
     for name, tensor in expected.items():
@@ -194,9 +194,9 @@ def test_rank_0_alone_writes_the_log_once_per_step(two_rank_job):
 
 @needs_conll
 @pytest.mark.parametrize("fsdp", [False, True])
-def test_distributed_evaluation_equals_one_process(two_rank_job, tiny_model, conll_slice, fsdp):
-    config = run_config(tiny_model, conll_slice, two_rank_job["plain"])
-    sentences = read_conll(conll_slice / "valid.txt")
+def test_distributed_evaluation_equals_one_process(two_rank_job, tiny_model, small_conll, fsdp):
+    config = run_config(tiny_model, small_conll, two_rank_job["plain"])
+    sentences = read_conll(small_conll / "valid.txt")
     alone = tag_and_score(random_tagger(config), load_tokenizer(tiny_model), config, sentences, CPU, bf16=False)
     assert 0 < alone.scores.f1 < 100 and len({t for s in alone.tags for t in s}) > 3, "a degenerate tagger"
     for rank in range(RANKS):
@@ -209,7 +209,7 @@ def test_distributed_evaluation_equals_one_process(two_rank_job, tiny_model, con
 @needs_conll
 def test_a_checkpoint_resumes_only_with_its_world_size(two_rank_job, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    config = TrainConfig.from_saved(json.loads((two_rank_job["plain"] / "run.json").read_text())["config"])
+    config = read_run_info(two_rank_job["plain"])["config"]
     with pytest.raises(ValueError, match="written by 2 process"):
         train(config)
     with pytest.raises(ValueError, match="torchrun"):
@@ -234,12 +234,12 @@ def worker_pids(parent: int) -> list[int]:
 
 
 @needs_conll
-def test_a_rank_that_dies_fails_the_torchrun_job(tiny_model, conll_slice, tmp_path):
+def test_a_rank_that_dies_fails_the_torchrun_job(tiny_model, small_conll, tmp_path):
     """`torchrun -m train` runs; when a rank is killed (as the OOM killer would), the job ends with an error
     naming the rank and the signal instead of waiting for it."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={RANKS}",
-               "-m", "train", "--model", str(tiny_model), "--data", str(conll_slice), "--out", str(out),
+               "-m", "train", "--model", str(tiny_model), "--data", str(small_conll), "--out", str(out),
                "--limit", "48", "--batch-size", "4", "--max-steps", "100000", "--eval-every", "100000"]
     log = tmp_path / "torchrun.log"
     with open(log, "w") as sink:
