@@ -1,7 +1,9 @@
 """A hand-written LLaMA 3.2 that loads Hugging Face checkpoints, and the tagger built on it. Imports no other room.
 
 config.py     LlamaConfig and the shapes of known checkpoints      rope.py       rotary positions
-attention.py  grouped-query attention and its causal / padding mask
+attention.py  grouped-query attention, causal or not by an explicit flag
+padding_free.py  the blocks run on the real tokens only; attention goes back to the padded grid (RealTokens)
+memory_saving.py SiluMul, an autograd function that keeps less for backward, beside its plain formula
 llama.py      RMSNorm, SwiGLU, Block, Llama                        tagger.py     backbone + token-classification head
 loading.py    fill a Llama from HF safetensors                     tokenizer.py  text <-> ids (tiktoken, sentencepiece)
 files.py      atomic file and folder writes, shared by every room that writes
