@@ -1,0 +1,60 @@
+"""The rooms import one way, as their __init__.py files say: model and lora import no other room, data at most
+model, weights only model's file helpers, train never tag or bench, and nothing but tests imports bench."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROOMS = ("model", "lora", "data", "weights", "train", "tag", "bench")
+ALLOWED = {
+    "model": set(),
+    "lora": set(),
+    "data": {"model"},
+    "weights": {"model"},
+    "train": {"model", "lora", "data"},
+    "tag": {"model", "lora", "data", "train"},
+    "bench": {"model", "lora", "data", "train", "tag"},
+}
+
+
+def imported_rooms(path: Path) -> dict[str, int]:
+    """room -> first line importing it, for every import of another room in a file (top level or in a function)."""
+    found: dict[str, int] = {}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            room = name.split(".")[0]
+            if room in ROOMS:
+                found.setdefault(room, node.lineno)
+    return found
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_imports_run_one_way(room):
+    files = sorted((ROOT / room).glob("*.py"))
+    assert files, f"{room}/ has no Python files"
+    wrong = [f"{path.relative_to(ROOT)}:{line} imports {other}"
+             for path in files for other, line in imported_rooms(path).items()
+             if other != room and other not in ALLOWED[room]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_weights_use_only_the_file_helpers_of_model():
+    for path in sorted((ROOT / "weights").glob("*.py")):
+        modules = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("model")}
+        assert modules <= {"model.files"}, f"{path.relative_to(ROOT)} imports {sorted(modules)}"
+
+
+def test_every_room_says_what_it_holds_and_may_import():
+    for room in ROOMS:
+        doc = ast.get_docstring(ast.parse((ROOT / room / "__init__.py").read_text()))
+        assert doc and "import" in doc.lower(), f"{room}/__init__.py does not say what it may import"
