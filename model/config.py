@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from model.files import read_json
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,7 @@ class LlamaConfig:
             if path.is_dir():
                 path = path / "config.json"
             where = str(path)
-            try:
-                hf = json.loads(path.read_text())
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{path}: config file not found") from None
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from None
+            hf = read_json(path)
         try:
             return cls._parse_hf(hf)
         except (KeyError, TypeError, ValueError) as e:

@@ -1,4 +1,5 @@
-"""Files that appear whole or not at all: written under a temporary name beside their final one, then renamed.
+"""Files that appear whole or not at all: written under a temporary name beside their final one, then renamed;
+and JSON files read with errors that name them.
 
 A rename within a folder is atomic, so a kill at any moment leaves either the old file (or folder) or the new one,
 never a torn one. Every room that writes something a later run reads (checkpoints, adapters, run settings,
@@ -8,11 +9,13 @@ converted weights, exports, datasets) writes it through these two helpers.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -61,3 +64,15 @@ def _use_default_permissions(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
     for file in folder.rglob("*"):
         file.chmod((0o777 if file.is_dir() else 0o666) & ~umask)
+
+
+def read_json(path: str | Path) -> Any:
+    """The parsed contents of a JSON file; a missing file or invalid JSON is an error naming the file (and line)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None

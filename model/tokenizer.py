@@ -27,6 +27,8 @@ import sentencepiece
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
+from model.files import read_json
+
 # Meta's Llama 3 split regex (llama3 tokenizer.py; also the Split pattern of its tokenizer.json).
 LLAMA3_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -243,11 +245,11 @@ def _added_tokens_beside(directory: Path) -> dict[str, int] | None:
     """Added tokens named by the HF files next to a tokenizer.model, or None when there are none."""
     tokenizer_json = directory / "tokenizer.json"
     if tokenizer_json.is_file():
-        added = _read_json(tokenizer_json).get("added_tokens", [])
+        added = read_json(tokenizer_json).get("added_tokens", [])
         return {entry["content"]: entry["id"] for entry in added}
     config_file = directory / "tokenizer_config.json"
     if config_file.is_file():
-        decoder = _read_json(config_file).get("added_tokens_decoder", {})
+        decoder = read_json(config_file).get("added_tokens_decoder", {})
         if decoder:
             return {entry["content"]: int(token_id) for token_id, entry in decoder.items()}
     return None
@@ -331,7 +333,7 @@ def _load_hf_byte_level_bpe(tokenizer_json: Path) -> TiktokenTokenizer:
     merges, and some tokens are never reached that way (588 in Llama 3's tokenizer.json, such as
     " việc"); they are left out of the ranks so that tiktoken cannot take them whole either.
     """
-    spec = _read_json(tokenizer_json)
+    spec = read_json(tokenizer_json)
     _check_bpe_model(spec, tokenizer_json)
     pattern = split_pattern(spec.get("pre_tokenizer"), tokenizer_json)
     model = spec["model"]
@@ -464,7 +466,7 @@ def _role_ids(directory: Path, token_to_id: dict[str, int], defaults: dict[str, 
     names = dict(defaults)
     config_file = directory / "tokenizer_config.json"
     if config_file.is_file():
-        config = _read_json(config_file)
+        config = read_json(config_file)
         for role in ("bos_token", "eos_token", "pad_token"):
             if role in config:
                 value = config[role]
@@ -482,10 +484,3 @@ def _role_ids(directory: Path, token_to_id: dict[str, int], defaults: dict[str, 
         ids[role] = token_to_id[name]
     return ids["bos_token"], ids["eos_token"], ids.get("pad_token", ids["eos_token"])
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err

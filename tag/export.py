@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from lora.inject import lora_modules
 from lora.io import read_adapter_config
-from model.files import atomic_folder
+from model.files import atomic_folder, read_json
 from tag.run import LoadedRun, load_run
 from train.config import TrainConfig
 from train.run_dir import ADAPTER_DIR
@@ -128,13 +128,7 @@ def merged_state_dict(tagger: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def merged_config(base: Path, config: TrainConfig, labels: list[str]) -> dict:
     """The base checkpoint's config.json, turned into a float32 token classifier with our labels."""
-    path = base / MERGED_CONFIG_NAME
-    try:
-        hf = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: base checkpoint config not found (pass --model)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    hf = read_json(base / MERGED_CONFIG_NAME)
     for stale in ("torch_dtype", "transformers_version"):
         hf.pop(stale, None)
     hf.update(

@@ -21,7 +21,7 @@ from typing import Any
 from safetensors.torch import save_file
 
 from lora.io import load_adapter, load_tensors_into, save_adapter
-from model.files import atomic_file, atomic_folder
+from model.files import atomic_file, atomic_folder, read_json
 from model.tagger import Tagger
 from train.config import TrainConfig
 
@@ -61,10 +61,10 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: not a run directory (no {RUN_FILE})")
+    info = read_json(path)
     try:
-        info = json.loads(path.read_text())
         return {**info, "config": TrainConfig.from_json(info["config"])}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: not a run file of this version of llama-ner ({e})") from None
 
 

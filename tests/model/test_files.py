@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from model.files import atomic_file, atomic_folder
+from model.files import atomic_file, atomic_folder, read_json
 
 
 def test_atomic_file_replaces_only_when_the_block_succeeds(tmp_path):
@@ -42,3 +42,14 @@ def test_atomic_folder_swaps_a_whole_folder_in(tmp_path):
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's private 0o700
     assert stat.S_IMODE((target / "model.safetensors").stat().st_mode) == 0o666 & ~umask
+
+
+def test_read_json_names_the_file_and_line(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"hidden_size": 576}')
+    assert read_json(path) == {"hidden_size": 576}
+    path.write_text('{\n  "hidden_size": 576,\n}')
+    with pytest.raises(ValueError, match=f"{path}:3: not valid JSON"):
+        read_json(path)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nowhere.json'}: file not found"):
+        read_json(tmp_path / "nowhere.json")

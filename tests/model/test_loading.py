@@ -70,7 +70,7 @@ def test_missing_config_is_named(broken):
 
 def test_malformed_config_json_is_named(broken):
     (broken / "config.json").write_text("{ not json")
-    with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):
+    with pytest.raises(ValueError, match=r"config\.json:1: not valid JSON"):
         load_llama(broken)
 
 
