@@ -35,7 +35,7 @@ weights: $(VENV)/.runtime
 train: weights
 	$(PY) -m train $(if $(MODEL),--model $(MODEL)) --out $(RUN) $(TRAIN_ARGS)
 
-# Training curves (loss, train/valid F1) of a run as a PNG; `make train` draws them at its end too.
+# Training curves (loss, train/valid F1) of a run as a PNG; `make train` redraws them after every evaluation.
 plot: $(VENV)/.runtime
 	$(PY) -m train.curves $(RUN)
 

@@ -16,7 +16,8 @@ IGNORE_INDEX = -100  # label of positions that carry no loss: padding, non-first
 
 class Tagger(nn.Module):
     """backbone -> dropout -> Linear(hidden, num_labels). Whether the backbone is bidirectional is its config's
-    `causal` flag (and `bidirectional_top_layers`); `load_tagger` in `train/` sets it, bidirectional by default."""
+    `causal` flag (and `bidirectional_top_layers`); `build_tagger` in `train/build.py` sets it, bidirectional by
+    default."""
 
     def __init__(self, backbone: Llama, num_labels: int, dropout: float = 0.1):
         super().__init__()
