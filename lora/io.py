@@ -104,7 +104,8 @@ def load_adapter(model: nn.Module, directory: str | Path) -> AdapterConfig:
                          f"alpha={present.alpha}, targets={present.targets}")
     merged = [name for name, m in lora_modules(model) if m.merged]
     if merged:
-        raise ValueError(f"cannot load an adapter into merged LoRA modules ({merged[0]}, ...); load the adapter before merging")
+        raise ValueError(f"cannot load an adapter into merged LoRA modules ({merged[0]}, ...); "
+                         "load the adapter before merging")
 
     # state_dict tensors share storage with the parameters, so copying into them fills the model.
     load_tensors_into(directory / WEIGHTS_NAME, lora_state_dict(model, config.extra))
