@@ -43,6 +43,7 @@ from data.align import build_examples
 from data.batching import Batch, Plan, bucketed_plan, collate
 from data.conll import Sentence, read_conll
 from data.labels import LABELS
+from lora.inject import LLAMA_TARGETS
 from model import LlamaConfig, load_tokenizer
 from model.tagger import Tagger
 from train.build import build_tagger
@@ -51,7 +52,6 @@ from train.device import autocast
 from train.optim import AdamW
 from train.step import forward_backward, update
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONLL = ROOT.parent / "shared" / "data" / "conll2003"
 CPU = torch.device("cpu")
@@ -100,8 +100,9 @@ def build_hf(model_dir: str, bf16: bool) -> nn.Module:
                                                        dtype=torch.bfloat16 if bf16 else torch.float32)
     base.config.is_causal = False
     # PEFT keeps the adapters (and the saved copy of the head) in float32 by default, as we do.
-    model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
-                                            modules_to_save=["score"]))
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=list(LLAMA_TARGETS),
+                      modules_to_save=["score"])
+    model = get_peft_model(base, lora)
     if bf16:
         model.base_model.model.score.modules_to_save.float()
     return model
