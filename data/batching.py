@@ -77,8 +77,11 @@ def bucketed_plan(
 
 
 def shard_plan(plan: Plan, rank: int, world_size: int) -> Plan:
-    """The batches of `rank`: every world_size-th batch, after splitting the largest batches in two until all
-    ranks get the same number of steps (no example repeated or dropped).
+    """The batches of `rank`: every world_size-th batch, so that every example is on one rank once.
+
+    All ranks must take the same number of steps. The largest batches are split in two until the batches divide
+    evenly among the ranks; when only single-example batches are left and they do not, the last step of the
+    last ranks is an empty batch, which `collate` turns into an idle one (no example repeated or dropped).
     Every rank must call this on the same plan (same seed and epoch)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, {world_size})")
@@ -86,14 +89,23 @@ def shard_plan(plan: Plan, rank: int, world_size: int) -> Plan:
     while len(plan) % world_size:
         k = max(range(len(plan)), key=lambda b: len(plan[b]))  # first batch with the most examples
         if len(plan[k]) < 2:
-            raise ValueError(f"{len(plan)} single-example batches cannot be split evenly across {world_size} ranks")
+            plan += [[] for _ in range(-len(plan) % world_size)]
+            break
         half = len(plan[k]) // 2
         plan[k : k + 1] = [plan[k][:half], plan[k][half:]]
     return plan[rank::world_size]
 
 
 def collate(examples: Sequence[Example], batch: Sequence[int], pad_id: int) -> Batch:
-    """Tensors for one batch of a plan, right-padded to its longest example."""
+    """Tensors for one batch of a plan, right-padded to its longest example.
+
+    An empty batch (a rank's share of a step that has nothing left for it, see `shard_plan`) becomes an idle one:
+    a single token that carries no label and belongs to no example. The rank runs it, so that its collectives
+    (the gradient sum, FSDP's all-gathers) meet the other ranks', and it adds nothing to the loss or the results.
+    """
+    if not batch:
+        token = torch.full((1, 1), pad_id, dtype=torch.long)
+        return Batch(token, torch.ones_like(token), torch.full_like(token, IGNORE_INDEX), [])
     shape = (len(batch), max(len(examples[i].input_ids) for i in batch))
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
     attention_mask = torch.zeros(shape, dtype=torch.long)
@@ -127,7 +139,8 @@ def batch_predictions(
         cols.extend(positions)
         counts.append(len(positions))
     device = predicted.device
-    values = predicted[torch.tensor(rows, device=device), torch.tensor(cols, device=device)].tolist()
+    index = (torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(cols, dtype=torch.long, device=device))
+    values = predicted[index].tolist()
     out, at = [], 0
     for i, n in zip(batch.examples, counts):
         out.append((i, values[at : at + n]))

@@ -19,7 +19,10 @@ from train.schedule import WarmupCosine
 
 
 def micro_batches(batch: list[int], parts: int) -> list[list[int]]:
-    """The examples of one step's batch in `parts` micro-batches (gradient accumulation), in order."""
+    """The examples of one step's batch in `parts` micro-batches (gradient accumulation), in order. An empty batch
+    (see data.batching.shard_plan) stays one empty micro-batch: the rank still takes the step."""
+    if not batch:
+        return [[]]
     size = math.ceil(len(batch) / parts)
     return [batch[i : i + size] for i in range(0, len(batch), size)]
 

@@ -134,8 +134,24 @@ def test_shards_cover_every_example_once_with_equal_steps(lengths, world_size):
         assert shards[0] == plan[0::world_size]
 
 
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+def test_single_example_batches_that_do_not_divide_leave_the_last_ranks_an_idle_step(world_size):
+    plan = [[i] for i in range(7)]  # 7 windows, one per rank and step: nothing left to split
+    shards = [shard_plan(plan, rank, world_size) for rank in range(world_size)]
+    steps = -(-7 // world_size)  # ceil
+    assert all(len(shard) == steps for shard in shards)
+    assert sorted(i for shard in shards for batch in shard for i in batch) == list(range(7))
+    idle = [(rank, k) for rank, shard in enumerate(shards) for k, batch in enumerate(shard) if not batch]
+    assert idle == [(rank, steps - 1) for rank in range(world_size) if rank >= 7 % world_size]
+
+
+def test_an_empty_batch_collates_to_one_unlabelled_token_of_no_example(examples):
+    batch = collate(examples, [], PAD)
+    assert batch.input_ids.tolist() == [[PAD]] and batch.attention_mask.tolist() == [[1]]
+    assert batch.labels.tolist() == [[IGNORE_INDEX]] and batch.examples == []
+    assert batch_predictions(batch, torch.zeros(1, 1, 9), examples) == []
+
+
 def test_shard_errors():
-    with pytest.raises(ValueError, match="3 single-example batches cannot be split evenly across 2 ranks"):
-        shard_plan([[0], [1], [2]], 0, 2)
     with pytest.raises(ValueError, match=r"rank 2 is not in \[0, 2\)"):
         shard_plan([[0], [1]], 2, 2)

@@ -53,9 +53,10 @@ def small_conll(tmp_path_factory) -> Path:
 def run_config(tiny_model: Path, small_conll: Path, out: Path, **changes) -> TrainConfig:
     """48 sentences, a global batch of 8 (4 per rank, in 2 micro-batches): 6 steps per epoch, 8 steps in all,
     evaluated at the end of each epoch and of the run; no dropout, so the ranks compute what one process does."""
-    return TrainConfig(model=str(tiny_model), data=str(small_conll), out=str(out), window="sentence", limit=48,
-                       batch_size=8, grad_accum=2, max_steps=8, lr=1e-3, weight_decay=0.01, checkpoint_every=2,
-                       head_dropout=0.0, lora_dropout=0.0, eval_max_tokens=256, **changes)
+    settings = dict(model=str(tiny_model), data=str(small_conll), out=str(out), window="sentence", limit=48,
+                    batch_size=8, grad_accum=2, max_steps=8, lr=1e-3, weight_decay=0.01, checkpoint_every=2,
+                    head_dropout=0.0, lora_dropout=0.0, eval_max_tokens=256)
+    return TrainConfig(**{**settings, **changes})
 
 
 def random_tagger(config: TrainConfig) -> torch.nn.Module:
@@ -107,7 +108,8 @@ def rank_main(rank: int, port: int, configs: dict[str, TrainConfig], results: Pa
         steps: list[int] = []
         train(config, on_step=steps.append)
         assert steps[0] == 5, f"rank {rank} did not resume at step 5 but at {steps[0]}"
-        train(configs["fsdp"])
+        for name in ("fsdp", "odd", "odd-fsdp"):
+            train(configs[name])
     finally:
         dist.destroy_process_group()
 
@@ -134,17 +136,22 @@ def spawn_ranks(configs: dict[str, TrainConfig], results: Path) -> None:
 def two_rank_job(tmp_path_factory, tiny_model, small_conll) -> dict[str, Path]:
     """Evaluation of a random tagger on both ranks, and two-rank runs: one interrupted and resumed, one FSDP."""
     folder = tmp_path_factory.mktemp("ranks")
-    outs = {"plain": folder / "plain", "fsdp": folder / "fsdp", "results": folder / "results"}
+    outs = {name: folder / name for name in ("plain", "fsdp", "odd", "odd-fsdp", "results")}
     outs["results"].mkdir()
+    # 15 sentences, one per rank and step: 8 steps, the last one idle on rank 1 (data.batching.shard_plan).
+    odd = dict(limit=15, batch_size=2, grad_accum=1, max_steps=None, epochs=1)
     configs = {"plain": run_config(tiny_model, small_conll, outs["plain"]),
-               "fsdp": run_config(tiny_model, small_conll, outs["fsdp"], fsdp=True)}
+               "fsdp": run_config(tiny_model, small_conll, outs["fsdp"], fsdp=True),
+               "odd": run_config(tiny_model, small_conll, outs["odd"], **odd),
+               "odd-fsdp": run_config(tiny_model, small_conll, outs["odd-fsdp"], fsdp=True, **odd)}
     spawn_ranks(configs, outs["results"])
     return outs
 
 
 def one_process_steps(config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The trainable tensors after `config.max_steps` steps of one process whose step is the union of what the
-    ranks read in that step (the same global batch), with the loop's optimizer, clipping and schedule."""
+    """The trainable tensors after the run's steps (`max_steps`, or `epochs` of them) of one process whose step is
+    the union of what the ranks read in that step (the same global batch), with the loop's optimizer, clipping and
+    schedule. A rank's idle step adds nothing to the union."""
     torch.manual_seed(config.seed)
     tagger = build_tagger(config, len(LABELS), CPU)
     tokenizer = load_tokenizer(config.model)
@@ -153,14 +160,18 @@ def one_process_steps(config: TrainConfig) -> dict[str, torch.Tensor]:
     lengths = [len(e.input_ids) for e in examples]
     params = [p for p in tagger.parameters() if p.requires_grad]
     optimizer = AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = WarmupCosine(optimizer, config.max_steps, warmup_steps=int(config.warmup_ratio * config.max_steps),
+
+    def steps_of(epoch: int) -> list[tuple[list[int], ...]]:  # [(batch of rank 0, batch of rank 1)] per step
+        plan = bucketed_plan(lengths, batch_size=config.batch_size // RANKS, seed=config.seed, epoch=epoch)
+        return list(zip(*(shard_plan(plan, rank, RANKS) for rank in range(RANKS))))
+
+    total = config.max_steps or config.epochs * len(steps_of(0))
+    scheduler = WarmupCosine(optimizer, total, warmup_steps=int(config.warmup_ratio * total),
                              min_lr_ratio=config.min_lr_ratio)
     step, epoch = 0, 0
-    while step < config.max_steps:
-        plan = bucketed_plan(lengths, batch_size=config.batch_size // RANKS, seed=config.seed, epoch=epoch)
-        steps = list(zip(*(shard_plan(plan, rank, RANKS) for rank in range(RANKS))))  # [(batch of rank 0, of 1)]
-        for batches_of_ranks in steps[: config.max_steps - step]:
-            parts = [part for batch in batches_of_ranks for part in micro_batches(batch, config.grad_accum)]
+    while step < total:
+        for batches_of_ranks in steps_of(epoch)[: total - step]:
+            parts = [part for batch in batches_of_ranks for part in micro_batches(batch, config.grad_accum) if part]
             forward_backward(tagger, [collate(examples, part, tokenizer.pad_id) for part in parts], CPU, bf16=False)
             update(params, optimizer, scheduler, config.clip_grad_norm)
             step += 1
@@ -173,7 +184,7 @@ def records(run_dir: Path) -> list[dict]:
 
 
 @needs_conll
-@pytest.mark.parametrize("run", ["plain", "fsdp"])
+@pytest.mark.parametrize("run", ["plain", "fsdp", "odd", "odd-fsdp"])
 def test_two_ranks_take_the_steps_of_one_process(two_rank_job, run):
     saved = torch.load(two_rank_job[run] / CHECKPOINT_FILE, weights_only=False)
     assert saved["world_size"] == RANKS and saved["progress"]["step"] == 8

@@ -83,3 +83,7 @@ def test_update_clips_steps_zeroes_and_schedules_like_torch():
     x = torch.randn(2, 6)
     ours(x).sum().backward()
     assert update(list(ours.parameters()), optimizer)[0] is None  # no clipping asked: no norm
+
+
+def test_an_empty_batch_is_one_empty_micro_batch():
+    assert micro_batches([], 2) == [[]]
