@@ -19,11 +19,8 @@ from dataclasses import dataclass
 from data.conll import Sentence, read_conll, write_conll
 from data.metrics import chunks
 from tag.run import LoadedRun, load_run
+from tag.words import split_words
 from train.evaluation import tag_and_score
-
-# CoNLL-2003-like word split: runs of word characters (joined by - ' . & inside a word, as in "Urdu-speaking",
-# "O'Neill", "U.S"), and every other non-space character on its own.
-WORD = re.compile(r"\w+(?:[-'’.&]\w+)*|[^\w\s]")
 
 
 @dataclass(frozen=True)
@@ -32,10 +29,6 @@ class Entity:
     text: str
     start: int  # character offset of the first character
     end: int  # character offset one past the last character
-
-
-def split_words(text: str) -> list[re.Match]:
-    return list(WORD.finditer(text))
 
 
 def entities_from_tags(text: str, words: list[re.Match], tags: list[str]) -> list[Entity]:
