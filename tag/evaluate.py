@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(s.tags is None for s in sentences):
         print(f"error: {args.data} has no NER column to score against; use tag.predict to tag it", file=sys.stderr)
         return 2
-    result = tag_and_score(run.tagger, run.tokenizer, config, sentences, run.device, run.bf16)
+    result = tag_and_score(run.tagger, run.tokenizer, config, sentences, run.device, run.bf16, progress=args.data)
     print(conlleval_report(result.scores))
     print("F1 by decoder: " + ", ".join(f"{d} {f1:.2f}" for d, f1 in result.f1_by_decoder.items()))
     if args.out:

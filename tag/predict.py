@@ -5,7 +5,10 @@
     python -m tag.predict --run RUN_DIR --conll FILE [--out FILE]
 
 Plain text gives one JSON line per input text: its entities with type, surface text and character offsets
-(`text[start:end]`). CoNLL in (any column count, the first column the token) gives CoNLL out: `token tag`.
+(`text[start:end]`). Standard input is read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are
+written (and flushed) before the next is read, so a pipe of any length streams. A line that is not valid UTF-8
+stops the stream with an error naming it, after every line before it has its answer. CoNLL in (any column
+count, the first column the token) gives CoNLL out: `token tag`, with a progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
+from typing import BinaryIO
 
 from data.conll import Sentence, read_conll, write_conll
 from data.metrics import chunks
 from tag.run import LoadedRun, load_run
 from tag.words import split_words
 from train.evaluation import tag_and_score
+
+STREAM_CHUNK = 64  # stdin lines tagged together: batches fill up, and each answer waits for at most 63 others
 
 
 @dataclass(frozen=True)
@@ -51,10 +59,39 @@ def tag_texts(run: LoadedRun, texts: list[str]) -> list[list[Entity]]:
     return result
 
 
-def tag_sentences(run: LoadedRun, sentences: list[Sentence]) -> list[list[str]]:
+def tag_sentences(run: LoadedRun, sentences: list[Sentence], progress: str | None = None) -> list[list[str]]:
     if not sentences:
         return []
-    return tag_and_score(run.tagger, run.tokenizer, run.config, sentences, run.device, run.bf16).tags
+    return tag_and_score(run.tagger, run.tokenizer, run.config, sentences, run.device, run.bf16,
+                         progress=progress).tags
+
+
+def read_lines(stream: BinaryIO, source: str = "<stdin>") -> Iterator[str]:
+    """The lines of a byte stream, one at a time, as text without the line break; invalid UTF-8 is an error
+    naming the line."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                             f"{e.start + 1})") from None
+        yield line.removesuffix("\n").removesuffix("\r")
+
+
+def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of `size` items (the last may be shorter). An error while reading comes after the items before it."""
+    iterator, chunk = iter(items), []
+    while True:
+        try:
+            chunk.extend(islice(iterator, size - len(chunk)))
+        except ValueError:
+            if chunk:
+                yield chunk
+            raise
+        if not chunk:
+            return
+        yield chunk
+        chunk = []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,12 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     run = load_run(args.run, device=args.device, model=args.model)
     if args.conll:
         sentences = read_conll(args.conll)
-        write_conll(args.out, sentences, [tag_sentences(run, sentences)])
+        write_conll(args.out, sentences, [tag_sentences(run, sentences, progress=args.conll)])
         return 0
-    texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
-    for text, entities in zip(texts, tag_texts(run, texts)):
-        record = {"text": text, "entities": [vars(e) for e in entities]}
-        print(json.dumps(record, ensure_ascii=False))
+    texts = args.texts or read_lines(sys.stdin.buffer)
+    try:
+        for chunk in chunked(texts, STREAM_CHUNK):
+            for text, entities in zip(chunk, tag_texts(run, chunk)):
+                print(json.dumps({"text": text, "entities": [vars(e) for e in entities]}, ensure_ascii=False))
+            sys.stdout.flush()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from data.align import Example, build_examples, predictions_per_word
 from data.batching import batch_predictions, bucketed_plan, iterate_batches, shard_plan
@@ -31,19 +32,25 @@ def predict_examples(
     max_tokens: int,
     bf16: bool,
     world: World = SINGLE_PROCESS,
+    progress: str | None = None,
 ) -> tuple[list[list[list[float]]], float, int]:
     """Label log-probabilities (a row of L) at every labelled position of every example, the summed loss where
     labels exist, and their count.
 
     Examples are batched longest first up to `max_tokens` padded tokens, so evaluation wastes little on padding.
-    Under torchrun each rank predicts its share of the batches and every rank gets all the results.
+    Under torchrun each rank predicts its share of the batches and every rank gets all the results. `progress`
+    names a progress bar on stderr (rank 0 only); None shows none.
     """
     was_training = tagger.training
     tagger.eval()
     plan = bucketed_plan([len(e.input_ids) for e in examples], max_tokens=max_tokens, shuffle=False)
+    shard = shard_plan(plan, world.rank, world.world_size)
     predicted: dict[int, list[int]] = {}
     loss_sum, labelled_count = 0.0, 0
-    for batch in iterate_batches(examples, shard_plan(plan, world.rank, world.world_size), pad_id):
+    bar = tqdm(total=sum(len(examples[i].input_ids) for batch in shard for i in batch), desc=progress,
+               unit="tok", unit_scale=True, leave=False, dynamic_ncols=True,
+               disable=progress is None or not world.is_main)
+    for batch in iterate_batches(examples, shard, pad_id):
         batch = batch.to(device)
         with autocast(device, bf16):
             logits = tagger(batch.input_ids, batch.attention_mask)  # (B, T, L)
@@ -52,6 +59,8 @@ def predict_examples(
             loss_sum += F.cross_entropy(logits[labelled].float(), batch.labels[labelled], reduction="sum").item()
             labelled_count += int(labelled.sum())
         predicted.update(batch_predictions(batch, logits.float().log_softmax(-1), examples))
+        bar.update(int(batch.attention_mask.sum()) if batch.examples else 0)
+    bar.close()
     tagger.train(was_training)
     if world.distributed:
         shares = gather_objects((predicted, loss_sum, labelled_count), world)
@@ -77,13 +86,14 @@ def tag_and_score(
     bf16: bool,
     examples: Sequence[Example] | None = None,
     world: World = SINGLE_PROCESS,
+    progress: str | None = None,
 ) -> Evaluation:
     """Predict one tag per word of every sentence (windows for long ones) and score against gold tags if present.
-    Under torchrun the ranks share the work and all get the whole result."""
+    Under torchrun the ranks share the work and all get the whole result. `progress`: see `predict_examples`."""
     if examples is None:
         examples = build_examples(sentences, tokenizer, config.max_len, **config.window_settings())
     predictions, loss_sum, count = predict_examples(
-        tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16, world)
+        tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16, world, progress)
     per_word = predictions_per_word(examples, predictions, sentences)
     tags = [decode_tags(log_probs, config.decode) for log_probs in per_word]
     if any(s.tags is None for s in sentences):

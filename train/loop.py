@@ -234,12 +234,12 @@ def evaluate(run: Run, progress: Progress, valid: Scored, seen: Scored, kind: st
     """Score `valid` and `seen`, log the record (kind "eval" or "subset_eval"), redraw the curves; return it."""
     started = time.perf_counter()
 
-    def score(scored: Scored):
+    def score(scored: Scored, name: str):
         return tag_and_score(run.tagger, run.tokenizer, run.config, scored.sentences, run.device, run.bf16,
-                             scored.examples, run.world)
+                             scored.examples, run.world, progress=f"{name} ({len(scored.sentences)} sentences)")
 
-    result = score(valid)
-    on_seen = score(seen) if seen.sentences else None
+    result = score(valid, "valid")
+    on_seen = score(seen, "train sample") if seen.sentences else None
     if run.config.fsdp:
         reshard_after_evaluation(run.tagger)
     record = {"type": kind, "step": progress.step, "epoch": progress.epoch,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from data.conll import read_conll
 from data.labels import LABELS
@@ -34,3 +35,46 @@ def test_predict_cli_conll_in_conll_out(trained_run, conll_slice, tmp_path):
     assert all(tag in LABELS for s in tagged for tag in s.tags)
 
 
+
+
+class CountingStdin:
+    """A stdin whose `buffer` yields the given byte lines and counts how many were read."""
+
+    def __init__(self, lines: list[bytes]):
+        self.lines, self.read = lines, 0
+        self.buffer = self
+
+    def __iter__(self):
+        for line in self.lines:
+            self.read += 1
+            yield line
+
+
+@needs_conll
+def test_predict_streams_stdin_answering_each_chunk_before_reading_on(trained_run, monkeypatch, capsys):
+    stdin = CountingStdin([b"Peter Blackburn met EU officials in Brussels .\n"] * 5)
+    read_when_written = []
+    monkeypatch.setattr(sys, "stdin", stdin)
+    monkeypatch.setattr(predict_cli, "STREAM_CHUNK", 2)
+    real_flush = sys.stdout.flush
+    monkeypatch.setattr(sys.stdout, "flush", lambda: (read_when_written.append(stdin.read), real_flush()))
+    assert predict_cli.main(["--run", str(trained_run)]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert len(lines) == 5 and all(json.loads(line)["text"].startswith("Peter") for line in lines)
+    assert read_when_written[:3] == [2, 4, 5]  # each chunk of 2 was written before the next one was read
+
+
+@needs_conll
+def test_invalid_utf8_on_stdin_is_named_after_the_lines_before_it_are_answered(trained_run, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", CountingStdin([b"Brussels\n", b"\n", b"ok\r\n", b"\xff bad\n", b"never\n"]))
+    assert predict_cli.main(["--run", str(trained_run)]) == 2
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["text"] for line in out.strip().split("\n")] == ["Brussels", "", "ok"]
+    assert "<stdin>:4: not valid UTF-8 (byte 0xff at column 1)" in err
+
+
+@needs_conll
+def test_predict_conll_shows_its_progress_on_stderr(trained_run, conll_slice, tmp_path, capsys):
+    source = conll_slice / "valid.txt"
+    assert predict_cli.main(["--run", str(trained_run), "--conll", str(source), "--out", str(tmp_path / "o")]) == 0
+    assert str(source) in capsys.readouterr().err
