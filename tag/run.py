@@ -9,13 +9,17 @@ from pathlib import Path
 import torch
 
 from lora.inject import lora_modules, merge_lora
+from lora.io import WEIGHTS_NAME
 from model import load_tokenizer
 from model.tagger import Tagger
 from model.tokenizer import Tokenizer
 from train.build import build_tagger, keep_trainable_in_float32
 from train.config import TrainConfig
 from train.device import resolve_device, use_bf16
-from train.run_dir import load_tuned, read_run_info, tuned_files
+from train.run_dir import ADAPTER_DIR, load_tuned, read_run_info, tuned_files
+
+OLD_LAYOUT = (", or it was written by an older llama-ner, which kept the adapter files at the top of the run "
+              f"directory: move adapter.safetensors and adapter_config.json into {ADAPTER_DIR}/")
 
 
 @dataclass
@@ -42,7 +46,8 @@ def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None
     config = dataclasses.replace(info["config"], model=model or info["model"])
     for name in tuned_files(config):
         if not (run_dir / name).exists():
-            raise FileNotFoundError(f"{run_dir / name}: missing; the run has not finished an evaluation yet")
+            raise FileNotFoundError(f"{run_dir / name}: missing; the run has not finished an evaluation yet"
+                                    + (OLD_LAYOUT if (run_dir / WEIGHTS_NAME).exists() else ""))
     resolved = resolve_device(device)
     tagger = build_tagger(config, len(info["labels"]), resolved, with_lora=False)
     load_tuned(tagger, run_dir, config)

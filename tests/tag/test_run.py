@@ -36,7 +36,11 @@ def test_a_run_directory_that_is_not_one_is_a_clear_error(trained_run, tmp_path)
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
     shutil.rmtree(copy / ADAPTER_DIR)
-    with pytest.raises(FileNotFoundError, match=f"{copy / ADAPTER_DIR}: missing"):
+    with pytest.raises(FileNotFoundError, match=f"{copy / ADAPTER_DIR}: missing; the run has not finished") as error:
+        load_run(copy)
+    assert "older llama-ner" not in str(error.value)
+    shutil.copytree(trained_run / ADAPTER_DIR, copy, dirs_exist_ok=True)  # the layout before adapter/ existed
+    with pytest.raises(FileNotFoundError, match=f"older llama-ner, .* into {ADAPTER_DIR}/"):
         load_run(copy)
     info = json.loads((copy / RUN_FILE).read_text())
     info["config"]["packing"] = True  # a setting this version does not have
