@@ -37,8 +37,8 @@ from train.distributed import (World, broadcast_trainable, gather_objects, launc
                                rank_batch_size, rank_device, reshard_after_evaluation, shard_frozen_base)
 from train.evaluation import tag_and_score
 from train.optim import AdamW
-from train.run_dir import (CHECKPOINT_FILE, METRICS_FILE, check_resumable, code_version, log_record, read_run_info,
-                           save_tuned, truncate_log, write_run_info)
+from train.run_dir import (CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, check_resumable, code_version, log_record,
+                           read_run_info, save_tuned, truncate_log, write_run_info)
 from train.schedule import WarmupCosine
 from train.step import forward_backward, micro_batches, update
 
@@ -208,7 +208,7 @@ def train_process(
     if world.is_main:
         best = progress.best
         print(f"best validation F1 {best['valid_f1']:.2f} at step {best['step']}; its weights are in {run.run_dir}")
-        print(f"training curves: {plot_run(run.run_dir)}")
+        print(f"training curves: {run.run_dir / CURVES_FILE}")  # drawn by the last evaluation
     return progress.best
 
 
@@ -224,9 +224,6 @@ def evaluate_when_due(run: Run, progress: Progress, end_of_epoch: bool, total_st
         progress.finished = done or stop
     elif config.subset_eval_every and progress.step % config.subset_eval_every == 0:
         evaluate(run, progress, run.valid_subset, run.seen_subset, "subset_eval")
-    else:
-        return False
-    run.tagger.train()
     return full_due
 
 
