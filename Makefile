@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MODEL ?=
 RUN ?= runs/default
+DATA ?=
+RECIPE ?=
 TRAIN_ARGS ?=
 
 .PHONY: venv venv-dev weights train plot bench bench-gpu test clean
@@ -31,9 +33,12 @@ weights: $(VENV)/.runtime
 	$(PY) -m weights.convert_gguf
 
 # The main job: convert the embedded model if needed, fine-tune with the default recipe, print validation F1.
-# CoNLL-2003 is read from CONLL_DIR, else data/conll2003/ (downloaded there when missing and possible).
+# CoNLL-2003 is read from CONLL_DIR, else data/conll2003/ (downloaded there when missing and possible); DATA names
+# another folder of train.txt / valid.txt, RECIPE a named recipe (train/config.py), e.g.
+#   make train DATA=../shared/data/wnut17 RECIPE=wnut17 RUN=runs/wnut17
 train: weights
-	$(PY) -m train $(if $(MODEL),--model $(MODEL)) --out $(RUN) $(TRAIN_ARGS)
+	$(PY) -m train $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) $(if $(RECIPE),--recipe $(RECIPE)) \
+		--out $(RUN) $(TRAIN_ARGS)
 
 # Training curves (loss, train/valid F1) of a run as a PNG; `make train` redraws them after every evaluation.
 plot: $(VENV)/.runtime

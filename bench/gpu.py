@@ -43,7 +43,6 @@ import torch
 from bench.flops import forward_flops_per_token, matmul_ceiling, mean_attended, synchronize, train_flops_per_token
 from data.align import Example
 from data.batching import Batch, bucketed_plan, collate
-from data.labels import LABELS
 from lora.inject import LLAMA_TARGETS, count_parameters, inject_lora
 from model.config import PRESETS, LlamaConfig
 from model.llama import Llama
@@ -66,6 +65,7 @@ CONLL_LENGTH_QUANTILES = (
     (0.8, 31), (0.9, 39), (0.95, 45), (0.99, 56), (0.999, 73), (1.0, 170),
 )
 LABELLED_FRACTION = 0.7  # words per token in CoNLL-2003: 14.5 words in 20.6 tokens
+NUM_LABELS = 9  # a CoNLL-2003-sized head: O and B-/I- for four types
 
 
 def conll_like_lengths(count: int, rng: np.random.Generator) -> list[int]:
@@ -82,7 +82,7 @@ def synthetic_examples(lengths: list[int], vocab_size: int, rng: np.random.Gener
         labelled = [t for t in range(1, n) if rng.random() < LABELLED_FRACTION]
         labels = [IGNORE_INDEX] * n
         for t in labelled:
-            labels[t] = int(rng.integers(0, len(LABELS)))
+            labels[t] = int(rng.integers(0, NUM_LABELS))
         examples.append(Example(ids, labels, labelled, [(s, w) for w in range(len(labelled))]))
     return examples
 
@@ -95,7 +95,7 @@ def build_random_tagger(config: LlamaConfig, device: torch.device, base_dtype: t
     backbone.to(device)  # the rotary table is built on the CPU on purpose
     for p in backbone.parameters():  # not Module.to(dtype): that would round the float32 rotary table too
         p.data = p.data.to(base_dtype)
-    tagger = Tagger(backbone, len(LABELS), dropout=0.1).to(device)
+    tagger = Tagger(backbone, NUM_LABELS, dropout=0.1).to(device)
     inject_lora(tagger, LLAMA_TARGETS, r=16, alpha=32, dropout=0.0, trainable=("head",))
     keep_trainable_in_float32(tagger)
     return tagger

@@ -42,7 +42,7 @@ from bench.flops import cpu_has_bf16, forward_flops_per_token, matmul_ceiling, m
 from data.align import build_examples
 from data.batching import Batch, Plan, bucketed_plan, collate
 from data.conll import Sentence, read_conll
-from data.labels import LABELS
+from data.labels import LabelSet
 from lora.inject import LLAMA_TARGETS
 from model import LlamaConfig, load_tokenizer
 from model.tagger import Tagger
@@ -66,6 +66,11 @@ def load_sentences(count: int, seed: int) -> tuple[list[Sentence], str]:
     return random.Random(seed).sample(sentences, count), f"{count} CoNLL-2003 training sentences ({conll})"
 
 
+def conll_labels() -> LabelSet:
+    """CoNLL-2003's label set, as a run learns it from the training file."""
+    return LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])
+
+
 def padded_plan(n: int, batch_size: int, seed: int) -> Plan:
     """Random batches, as the seed project made them: each padded to its longest sentence by `collate`."""
     order = list(range(n))
@@ -77,7 +82,7 @@ def build_batches(args: argparse.Namespace, batching: str) -> tuple[list[Batch],
     """The sampled sentences as batches ("padded" or "bucketed"), and each sentence's length in tokens."""
     tokenizer = load_tokenizer(args.model)
     sentences, _ = load_sentences(args.sentences, args.seed)
-    examples = build_examples(sentences, tokenizer, 256)
+    examples = build_examples(sentences, tokenizer, 256, labels=conll_labels())
     lengths = [len(e.input_ids) for e in examples]
     if batching == "padded":
         plan = padded_plan(len(examples), args.batch_size, args.seed)
@@ -87,7 +92,7 @@ def build_batches(args: argparse.Namespace, batching: str) -> tuple[list[Batch],
 
 
 def build_ours(model_dir: str, precision: str, memory: str) -> Tagger:
-    tagger = build_tagger(TrainConfig(model=model_dir, lora_dropout=0.0, precision=precision), len(LABELS), CPU)
+    tagger = build_tagger(TrainConfig(model=model_dir, lora_dropout=0.0, precision=precision), len(conll_labels()), CPU)
     tagger.backbone.activation_checkpointing = memory == "recompute"
     return tagger
 
@@ -96,7 +101,7 @@ def build_hf(model_dir: str, bf16: bool) -> nn.Module:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForTokenClassification
 
-    base = LlamaForTokenClassification.from_pretrained(model_dir, num_labels=len(LABELS),
+    base = LlamaForTokenClassification.from_pretrained(model_dir, num_labels=len(conll_labels()),
                                                        dtype=torch.bfloat16 if bf16 else torch.float32)
     base.config.is_causal = False
     # PEFT keeps the adapters (and the saved copy of the head) in float32 by default, as we do.

@@ -35,7 +35,7 @@ from itertools import accumulate
 from typing import TypeVar
 
 from data.conll import Sentence
-from data.labels import LABEL_TO_ID
+from data.labels import LabelSet
 from model.tagger import IGNORE_INDEX
 from model.tokenizer import Tokenizer
 
@@ -59,13 +59,15 @@ def build_examples(
     context: int = 0,
     stride: int | None = None,
     document: bool = False,
+    labels: LabelSet | None = None,
 ) -> list[Example]:
     """Turn sentences into Examples; sentence indices in Example.words index `sentences`.
 
     Sentences with tags=None (inference) get IGNORE_INDEX labels but the same positions.
     `context`: document-context tokens per side (0 = off). `stride`: chunk size in tokens for
     sentences longer than the window (default half the window), or for whole documents when
-    `document` is set (windows over documents; `context` must then be 0).
+    `document` is set (windows over documents; `context` must then be 0). `labels` gives the label ids of
+    tagged sentences; it may be None only when no sentence has tags.
     """
     budget = max_len - int(add_bos)  # tokens available for words in one window
     if budget < 1:
@@ -77,6 +79,7 @@ def build_examples(
         raise ValueError(f"context must be >= 0, got {context}")
     if document and context:
         raise ValueError("document windows already hold the whole document around a sentence; use context=0")
+    label_ids = _label_ids(sentences, labels)
 
     bos_id = tokenizer.bos_id if add_bos else None
     cache: dict[str, list[int]] = {}
@@ -110,8 +113,19 @@ def build_examples(
             for k, (left, right) in enumerate(windows):
                 predicted = [i for i in range(first, stop) if owners[i - first] == k]
                 if predicted:
-                    examples.append(_example(stream, left, right, predicted, sentences, bos_id))
+                    examples.append(_example(stream, left, right, predicted, sentences, bos_id, label_ids))
     return examples
+
+
+def _label_ids(sentences: Sequence[Sentence], labels: LabelSet | None) -> dict[str, int]:
+    """The label ids of `labels`, after checking that it holds every tag of the sentences."""
+    label_ids = labels.ids if labels is not None else {}
+    for s, sentence in enumerate(sentences):
+        for w, tag in enumerate(sentence.tags or ()):
+            if tag not in label_ids:
+                raise ValueError(f"sentence {s} (line {sentence.line + w}): tag {tag} is not in the label set "
+                                 f"({labels if labels is not None else 'none given'})")
+    return label_ids
 
 
 def _documents(sentences: Sequence[Sentence]) -> list[tuple[int, int]]:
@@ -193,7 +207,8 @@ def _owners(offsets: list[int], first: int, stop: int, windows: list[tuple[int, 
 
 
 def _example(
-    stream, left: int, right: int, predicted: list[int], sentences: Sequence[Sentence], bos_id: int | None
+    stream, left: int, right: int, predicted: list[int], sentences: Sequence[Sentence], bos_id: int | None,
+    label_ids: dict[str, int],
 ) -> Example:
     """Example over the words stream[left:right] (tuples (sentence, word, ids)), predicting `predicted`."""
     input_ids = [] if bos_id is None else [bos_id]
@@ -206,7 +221,7 @@ def _example(
             tags = sentences[s].tags
             positions.append(len(input_ids))
             words.append((s, w))
-            labels.append(LABEL_TO_ID[tags[w]] if tags is not None else IGNORE_INDEX)
+            labels.append(label_ids[tags[w]] if tags is not None else IGNORE_INDEX)
             labels.extend([IGNORE_INDEX] * (len(ids) - 1))
         else:
             labels.extend([IGNORE_INDEX] * len(ids))

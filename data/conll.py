@@ -2,7 +2,7 @@
 
 Accepted layouts (the first token line fixes the column count for the whole file):
   4 columns  `token POS chunk NER`  (the original CoNLL-2003 release)
-  2 columns  `token NER`
+  2 columns  `token NER`            (WNUT-17, most NER datasets; tabs or spaces)
   1 column   `token`                (raw tokens for inference: tags are None)
 Any other count >= 2 also works; NER is always the last column.
 
@@ -10,17 +10,17 @@ Reading rules:
 - Columns are separated by runs of spaces or tabs. Trailing spaces, tabs and `\\r` (CRLF files)
   are ignored; a line holding only whitespace is a sentence break, like an empty line.
   A UTF-8 byte-order mark at the start of the file is ignored.
-- A line whose first column is `-DOCSTART-` starts a new document (and ends a sentence).
-  Sentences of one document share `doc_id` and stay in file order (document context needs
-  them), and the first sentence after the marker has `doc_start=True` so a writer can put the
-  marker back.
-- Tags come out as IOB2. `scheme="iob1"` (the original release) converts I-X that opens an
-  entity to B-X; valid IOB2 passes through that conversion unchanged, so IOB2 files read
-  correctly under either setting. `scheme="iob2"` additionally rejects an I-X that does not
-  continue an X entity, the only continuation error that exists in IOB2. In IOB1 no sequence
-  is a continuation error (train.txt even has B-MISC right after O, which reads as a start).
+- Documents. A line whose first column is `-DOCSTART-` starts a new document (and ends a sentence).
+  Sentences of one document share `doc_id` and stay in file order (document context needs them), and
+  the first sentence after the marker has `doc_start=True` so a writer can put the marker back. A file
+  without any `-DOCSTART-` line (WNUT-17's independent posts) makes every sentence its own document; to
+  give such a file document context, put a `-DOCSTART-` line before each document.
+- Tags come out as IOB2, whatever `scheme` they are read with (data/schemes.py: auto, iob1, iob2,
+  bioes). Entity types are any text without whitespace (`B-PER`, `I-creative-work`). With `labels`
+  (a run's LabelSet), a tag of a type the set does not hold is an error naming the set.
 - Malformed input raises ConllFormatError naming `file:line`: wrong column count, a line that
-  starts with whitespace (empty token), an unknown tag, a document with no sentence.
+  starts with whitespace (empty token), a malformed tag or one the scheme forbids, a document with no
+  sentence.
 """
 
 import io
@@ -28,12 +28,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from data.labels import check_tag, first_iob2_violation, iob1_to_iob2
+from data.labels import LabelSet
+from data.schemes import SCHEMES, SchemeError, detect_scheme, to_iob2
 
 DOCSTART = "-DOCSTART-"
-Scheme = Literal["iob1", "iob2"]
 _COLUMN_SEP = re.compile(r"[ \t]+")
 
 
@@ -54,26 +53,52 @@ class Sentence:
             raise ValueError(f"sentence at line {self.line}: {len(self.words)} words but {len(self.tags)} tags")
 
 
-def read_conll(path: str | Path, scheme: Scheme = "iob1") -> list[Sentence]:
+def read_conll(path: str | Path, scheme: str = "auto", labels: LabelSet | None = None) -> list[Sentence]:
     """Read a CoNLL file into sentences with IOB2 tags (see the module docstring for the rules)."""
     with open(path, encoding="utf-8-sig") as f:
-        return _parse(f, str(path), scheme)
+        return _parse(f, str(path), scheme, labels)
 
 
-def parse_conll(text: str, source: str = "<text>", scheme: Scheme = "iob1") -> list[Sentence]:
+def parse_conll(text: str, source: str = "<text>", scheme: str = "auto", labels: LabelSet | None = None
+                ) -> list[Sentence]:
     """Like read_conll, on a string; `source` names it in error messages."""
-    return _parse(io.StringIO(text), source, scheme)
+    return _parse(io.StringIO(text), source, scheme, labels)
 
 
-def _parse(lines: Iterable[str], source: str, scheme: Scheme) -> list[Sentence]:
-    if scheme not in ("iob1", "iob2"):
-        raise ValueError(f"scheme must be 'iob1' or 'iob2', got {scheme!r}")
+def _parse(lines: Iterable[str], source: str, scheme: str, labels: LabelSet | None) -> list[Sentence]:
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    sentences = _read_sentences(lines, source)
+    if sentences and sentences[0].tags is not None:
+        if scheme == "auto":
+            scheme = detect_scheme(s.tags for s in sentences)
+        for sentence in sentences:
+            try:
+                sentence.tags = to_iob2(sentence.tags, scheme)
+            except SchemeError as e:
+                raise ConllFormatError(f"{source}:{sentence.line + e.index}: {e}") from None
+            if labels is not None:
+                _check_types(sentence, labels, source)
+    if not any(s.doc_start for s in sentences):
+        for i, sentence in enumerate(sentences):
+            sentence.doc_id = i
+    return sentences
+
+
+def _check_types(sentence: Sentence, labels: LabelSet, source: str) -> None:
+    for w, tag in enumerate(sentence.tags):
+        if tag not in labels.ids:
+            raise ConllFormatError(f"{source}:{sentence.line + w}: tag {tag} is not in the run's label set "
+                                   f"({labels}); a type the tagger was not trained on cannot be scored")
+
+
+def _read_sentences(lines: Iterable[str], source: str) -> list[Sentence]:
+    """Sentences with the tags exactly as written; a sentence's words are on consecutive lines from `line`."""
     sentences: list[Sentence] = []
     n_columns = 0  # fixed by the first token line
     first_token_line = 0
     words: list[str] = []
     tags: list[str] = []
-    word_lines: list[int] = []
     doc_id = 0
     doc_has_sentence = False  # has the current document produced a sentence yet?
     docstart_line = 0  # line of a -DOCSTART- still waiting for its first sentence, 0 if none
@@ -81,33 +106,25 @@ def _parse(lines: Iterable[str], source: str, scheme: Scheme) -> list[Sentence]:
     def error(lineno: int, message: str) -> ConllFormatError:
         return ConllFormatError(f"{source}:{lineno}: {message}")
 
-    def end_sentence() -> None:
-        nonlocal words, tags, word_lines, doc_has_sentence, docstart_line
+    def end_sentence(lineno: int) -> None:
+        nonlocal words, tags, doc_has_sentence, docstart_line
         if not words:
             return
-        sentence_tags = None
-        if n_columns >= 2:
-            if scheme == "iob2" and (bad := first_iob2_violation(tags)) is not None:
-                previous = tags[bad - 1] if bad > 0 else "sentence start"
-                raise error(
-                    word_lines[bad],
-                    f"{tags[bad]} after {previous} does not continue an entity, which IOB2 forbids "
-                    "(read the file with scheme='iob1' if it is IOB1)",
-                )
-            sentence_tags = iob1_to_iob2(tags)
-        sentences.append(Sentence(words, sentence_tags, doc_id, docstart_line > 0, word_lines[0]))
+        sentence_tags = tags if n_columns >= 2 else None
+        sentences.append(Sentence(words, sentence_tags, doc_id, docstart_line > 0, lineno - len(words)))
         doc_has_sentence = True
         docstart_line = 0
-        words, tags, word_lines = [], [], []
+        words, tags = [], []
 
+    lineno = 0
     for lineno, raw in enumerate(lines, start=1):
         line = raw.rstrip(" \t\r\n")
         if not line:
-            end_sentence()
+            end_sentence(lineno)
             continue
         fields = _COLUMN_SEP.split(line)
         if fields[0] == DOCSTART:
-            end_sentence()
+            end_sentence(lineno)
             if docstart_line:
                 raise error(docstart_line, f"{DOCSTART} starts a document with no sentence")
             if doc_has_sentence:
@@ -125,14 +142,9 @@ def _parse(lines: Iterable[str], source: str, scheme: Scheme) -> list[Sentence]:
                 f"expected {n_columns} columns (as on line {first_token_line}), got {len(fields)}: {line!r}",
             )
         if n_columns >= 2:
-            try:
-                check_tag(fields[-1])
-            except ValueError as e:
-                raise error(lineno, str(e)) from None
             tags.append(fields[-1])
         words.append(fields[0])
-        word_lines.append(lineno)
-    end_sentence()
+    end_sentence(lineno + 1)
     if docstart_line:
         raise error(docstart_line, f"{DOCSTART} starts a document with no sentence")
     return sentences

@@ -9,32 +9,37 @@ I-X after O, or after B-Y of another type. Two ways to read such scores are offe
   log-probabilities with the transitions IOB2 forbids set to -inf (the constrained decoding of e.g. Lample et al.
   2016, without learned transition scores). It can settle a doubtful word either way: "O I-ORG I-ORG" may become
   "B-ORG I-ORG I-ORG" or "O B-ORG I-ORG", whichever the scores favour.
+
+`labels` is always the run's label list (data/labels.py): row j of the scores belongs to labels[j].
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
-from data.labels import ID_TO_LABEL, LABEL_TO_ID, LABELS, iob1_to_iob2
+from data.schemes import to_iob2
 
 DECODERS: tuple[str, ...] = ("viterbi", "argmax")
 
 
-def iob2_transitions() -> np.ndarray:
+def iob2_transitions(labels: Sequence[str]) -> np.ndarray:
     """(L, L) bool, [previous, next]: False where IOB2 forbids the pair (I-X after anything but B-X or I-X)."""
-    allowed = np.ones((len(LABELS), len(LABELS)), dtype=bool)
-    for nxt, label in enumerate(LABELS):
+    allowed = np.ones((len(labels), len(labels)), dtype=bool)
+    for nxt, label in enumerate(labels):
         if label.startswith("I-"):
-            allowed[:, nxt] = [prev[2:] == label[2:] for prev in LABELS]
+            allowed[:, nxt] = [prev[:2] in ("B-", "I-") and prev[2:] == label[2:] for prev in labels]
     return allowed
 
 
-_TRANSITION_PENALTY = np.where(iob2_transitions(), 0.0, -np.inf)
+@lru_cache(maxsize=8)
+def _transition_penalty(labels: tuple[str, ...]) -> np.ndarray:
+    return np.where(iob2_transitions(labels), 0.0, -np.inf)
 
 
-def viterbi_iob2(log_probs: np.ndarray) -> list[int]:
+def viterbi_iob2(log_probs: np.ndarray, labels: Sequence[str]) -> list[int]:
     """Label ids of the most probable valid IOB2 sequence under per-word log-probabilities (n_words, L).
 
     A sentence starts as if after O, so it cannot open with I-X. Ties go to the lower label id.
@@ -42,9 +47,9 @@ def viterbi_iob2(log_probs: np.ndarray) -> list[int]:
     n = len(log_probs)
     if n == 0:
         return []
-    penalty = _TRANSITION_PENALTY  # (L_prev, L_next)
-    score = log_probs[0] + penalty[LABEL_TO_ID["O"]]  # best score of a path ending in each label
-    back = np.zeros((n, len(LABELS)), dtype=np.int64)
+    penalty = _transition_penalty(tuple(labels))  # (L_prev, L_next)
+    score = log_probs[0] + penalty[labels.index("O")]  # best score of a path ending in each label
+    back = np.zeros((n, len(labels)), dtype=np.int64)
     for i in range(1, n):
         candidates = score[:, None] + penalty  # (L_prev, L_next)
         back[i] = candidates.argmax(0)
@@ -55,13 +60,14 @@ def viterbi_iob2(log_probs: np.ndarray) -> list[int]:
     return path[::-1]
 
 
-def decode_tags(log_probs: Sequence[Sequence[float]], decoder: str) -> list[str]:
+def decode_tags(log_probs: Sequence[Sequence[float]], decoder: str, labels: Sequence[str]) -> list[str]:
     """IOB2 tags of one sentence from its words' label log-probabilities, by `decoder` (one of DECODERS)."""
-    scores = np.asarray(log_probs, dtype=np.float64).reshape(len(log_probs), len(LABELS))
+    labels = tuple(labels)
+    scores = np.asarray(log_probs, dtype=np.float64).reshape(len(log_probs), len(labels))
     if decoder == "viterbi":
-        ids = viterbi_iob2(scores)
+        ids = viterbi_iob2(scores, labels)
     elif decoder == "argmax":
         ids = scores.argmax(-1).tolist()
     else:
         raise ValueError(f"unknown decoder {decoder!r}; choose from {', '.join(DECODERS)}")
-    return iob1_to_iob2([ID_TO_LABEL[i] for i in ids])
+    return to_iob2([labels[i] for i in ids], "iob1")

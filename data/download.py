@@ -22,7 +22,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
 from data.conll import Sentence, write_conll
-from data.labels import check_tag
+from data.labels import LabelSet
 from model.files import atomic_file
 
 REPO_ID = "tner/conll2003"
@@ -53,11 +53,10 @@ def download(out: str | Path = DEFAULT_DIR) -> Path:
     label_path = fetch(LABEL_FILE)
     label_to_id = json.loads(label_path.read_text(encoding="utf-8"))
     id_to_label = {int(i): label for label, i in label_to_id.items()}
-    for label in id_to_label.values():
-        try:
-            check_tag(label)
-        except ValueError as e:
-            raise DownloadError(f"{label_path}: {e}") from None
+    try:
+        LabelSet(tuple(id_to_label[i] for i in sorted(id_to_label)))
+    except ValueError as e:
+        raise DownloadError(f"{label_path}: {e}") from None
 
     out.mkdir(parents=True, exist_ok=True)
     for name, filename in SPLIT_FILES.items():

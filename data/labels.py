@@ -1,50 +1,91 @@
-"""CoNLL-2003 NER label set, trained as IOB2 (BIO), and the IOB1 -> IOB2 conversion.
+"""The label set of a run: O, then B-/I- for every entity type, learned from the training data or given.
 
-The order is the one of the Hugging Face `conll2003` dataset's `ner_tags` feature
-(O, then B-/I- pairs for PER, ORG, LOC, MISC), so label ids of a head trained here mean
-the same as the integer tags most public CoNLL-2003 checkpoints and copies use.
+Learned (`LabelSet.from_sentences`), the types are sorted by name (Python's string order, so `LOC` < `MISC` <
+`ORG` < `PER`, and upper case before lower case), each as B-X then I-X, after O: the same data gives the same
+label ids whatever order its sentences come in. Given (`LabelSet.read`, `--labels FILE`), a file lists one label
+per line in the order of the head's rows, for instance to match an existing checkpoint's `id2label`. Either way
+the set is saved in the run's run.json and used by everything downstream: alignment, the head size, decoding,
+metrics, evaluate, predict and both exports.
 """
 
-from collections.abc import Sequence
+from __future__ import annotations
 
-ENTITY_TYPES: tuple[str, ...] = ("PER", "ORG", "LOC", "MISC")
-LABELS: tuple[str, ...] = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
-LABEL_TO_ID: dict[str, int] = {label: i for i, label in enumerate(LABELS)}
-ID_TO_LABEL: dict[int, str] = dict(enumerate(LABELS))
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
-
-def check_tag(tag: str) -> None:
-    """Raise ValueError unless `tag` is O or B-/I- followed by one of ENTITY_TYPES."""
-    if tag not in LABEL_TO_ID:
-        raise ValueError(
-            f"unknown NER tag {tag!r}: expected O or B-/I- with one of {', '.join(ENTITY_TYPES)}"
-        )
+from data.schemes import split_tag
 
 
-def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
-    """Convert one sentence from IOB1 to IOB2: an I-X that does not continue an X entity becomes B-X.
+@dataclass(frozen=True)
+class LabelSet:
+    labels: tuple[str, ...]  # row j of the head scores labels[j]
 
-    In IOB1 (the original CoNLL-2003 release) an entity may start with I-X and B-X only
-    separates two adjacent entities of the same type; IOB2 starts every entity with B-X.
-    The conversion leaves valid IOB2 unchanged, so it is safe on either scheme.
-    """
-    out = []
-    prev = "O"
-    for tag in tags:
-        check_tag(tag)
-        if tag.startswith("I-") and prev[2:] != tag[2:]:
-            tag = "B-" + tag[2:]
-        out.append(tag)
-        prev = tag
-    return out
+    def __post_init__(self) -> None:
+        labels = self.labels
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"label set {list(labels)} repeats a label")
+        if "O" not in labels:
+            raise ValueError(f"label set {list(labels)} has no O")
+        for label in labels:
+            if split_tag(label)[0] not in ("O", "B", "I"):
+                raise ValueError(f"label set {list(labels)}: {label!r} is not an IOB2 label (O, B-X or I-X)")
+        for kind in self.types:
+            if f"B-{kind}" not in labels or f"I-{kind}" not in labels:
+                raise ValueError(f"label set {list(labels)} needs both B-{kind} and I-{kind}")
 
+    @classmethod
+    def from_types(cls, types: Iterable[str]) -> LabelSet:
+        """O, then B-X, I-X for each type, sorted by name."""
+        return cls(("O",) + tuple(f"{p}-{kind}" for kind in sorted(set(types)) for p in ("B", "I")))
 
-def first_iob2_violation(tags: Sequence[str]) -> int | None:
-    """Index of the first I-X that does not follow B-X or I-X (invalid in IOB2), or None."""
-    prev = "O"
-    for i, tag in enumerate(tags):
-        check_tag(tag)
-        if tag.startswith("I-") and prev[2:] != tag[2:]:
-            return i
-        prev = tag
-    return None
+    @classmethod
+    def from_sentences(cls, tag_sequences: Iterable[Sequence[str] | None], source: str) -> LabelSet:
+        """The types of IOB2 tag sequences (None: untagged); `source` names the data in the error when none has
+        an entity, since a tagger cannot learn types it never sees."""
+        types = {tag[2:] for tags in tag_sequences if tags is not None for tag in tags if tag != "O"}
+        if not types:
+            raise ValueError(f"{source}: no entity tag in the training data (only O, or no NER column): a tagger "
+                             "needs examples of every type it should find")
+        return cls.from_types(types)
+
+    @classmethod
+    def read(cls, path: str | Path) -> LabelSet:
+        """A labels file: one label per line, in head order; blank lines and surrounding spaces are ignored."""
+        labels, lines = [], {}
+        with open(path, encoding="utf-8-sig") as f:
+            for lineno, raw in enumerate(f, start=1):
+                label = raw.strip()
+                if not label:
+                    continue
+                if label in lines:
+                    raise ValueError(f"{path}:{lineno}: {label} already listed on line {lines[label]}")
+                try:
+                    split_tag(label)
+                except ValueError as e:
+                    raise ValueError(f"{path}:{lineno}: {e}") from None
+                labels.append(label)
+                lines[label] = lineno
+        try:
+            return cls(tuple(labels))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    @cached_property
+    def types(self) -> tuple[str, ...]:
+        """Entity types in the order of their B- labels."""
+        return tuple(label[2:] for label in self.labels if label.startswith("B-"))
+
+    @cached_property
+    def ids(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels)}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __str__(self) -> str:
+        return ", ".join(self.labels)

@@ -16,17 +16,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from data.schemes import split_tag
+
 Chunk = tuple[str, int, int]  # (type, first token, last token)
-
-
-def split_tag(tag: str) -> tuple[str, str]:
-    """"B-PER" -> ("B", "PER"); "O" -> ("O", "")."""
-    if tag == "O":
-        return "O", ""
-    prefix, dash, kind = tag.partition("-")
-    if prefix not in ("B", "I") or not dash or not kind:
-        raise ValueError(f"not an IOB tag: {tag!r} (expected 'O', 'B-TYPE' or 'I-TYPE')")
-    return prefix, kind
 
 
 def chunks(tags: Sequence[str]) -> list[Chunk]:
@@ -34,7 +26,9 @@ def chunks(tags: Sequence[str]) -> list[Chunk]:
     found: list[Chunk] = []
     start, kind = None, ""
     for i, tag in enumerate(tags):
-        prefix, tag_kind = split_tag(tag)
+        prefix, tag_kind = split_tag(tag, i)
+        if prefix not in ("O", "B", "I"):
+            raise ValueError(f"{tag!r} is not an IOB tag: convert BIOES tags first (data/schemes.py)")
         starts = prefix == "B" or (prefix == "I" and (start is None or tag_kind != kind))
         if start is not None and (prefix == "O" or starts):
             found.append((kind, start, i - 1))

@@ -14,6 +14,7 @@ import sys
 from data.conll import read_conll, write_conlleval
 from data.decode import DECODERS
 from data.metrics import conlleval_report
+from data.schemes import SCHEMES
 from tag.run import load_run
 from train.evaluation import tag_and_score
 
@@ -21,7 +22,8 @@ from train.evaluation import tag_and_score
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tag.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
-    parser.add_argument("--data", required=True, help="CoNLL file with gold tags (IOB1 or IOB2)")
+    parser.add_argument("--data", required=True, help="CoNLL file with gold tags")
+    parser.add_argument("--scheme", choices=SCHEMES, default="auto", help="its tag scheme (default: auto)")
     parser.add_argument("--out", help="write `token gold pred` lines here (conlleval format)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
@@ -30,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
 
     run = load_run(args.run, device=args.device, model=args.model)
     config = dataclasses.replace(run.config, decode=args.decode) if args.decode else run.config
-    sentences = read_conll(args.data)
+    sentences = read_conll(args.data, args.scheme, run.labels)
     if any(s.tags is None for s in sentences):
         print(f"error: {args.data} has no NER column to score against; use tag.predict to tag it", file=sys.stderr)
         return 2
-    result = tag_and_score(run.tagger, run.tokenizer, config, sentences, run.device, run.bf16, progress=args.data)
+    result = tag_and_score(run.tagger, run.tokenizer, config, run.labels, sentences, run.device, run.bf16, progress=args.data)
     print(conlleval_report(result.scores))
     print("F1 by decoder: " + ", ".join(f"{d} {f1:.2f}" for d, f1 in result.f1_by_decoder.items()))
     if args.out:

@@ -14,6 +14,7 @@ count, the first column the token) gives CoNLL out: `token tag`, with a progress
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -62,7 +63,7 @@ def tag_texts(run: LoadedRun, texts: list[str]) -> list[list[Entity]]:
 def tag_sentences(run: LoadedRun, sentences: list[Sentence], progress: str | None = None) -> list[list[str]]:
     if not sentences:
         return []
-    return tag_and_score(run.tagger, run.tokenizer, run.config, sentences, run.device, run.bf16,
+    return tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device, run.bf16,
                          progress=progress).tags
 
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = load_run(args.run, device=args.device, model=args.model)
     if args.conll:
-        sentences = read_conll(args.conll)
+        sentences = [dataclasses.replace(s, tags=None) for s in read_conll(args.conll)]  # any tags: ignored
         write_conll(args.out, sentences, [tag_sentences(run, sentences, progress=args.conll)])
         return 0
     texts = args.texts or read_lines(sys.stdin.buffer)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from data.labels import LabelSet
 from lora.inject import lora_modules, merge_lora
 from lora.io import WEIGHTS_NAME
 from model import load_tokenizer
@@ -27,7 +28,7 @@ class LoadedRun:
     tagger: Tagger  # in eval mode
     tokenizer: Tokenizer
     config: TrainConfig
-    labels: list[str]
+    labels: LabelSet
     device: torch.device
 
     @property
@@ -54,4 +55,5 @@ def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None
     keep_trainable_in_float32(tagger)
     if merge and lora_modules(tagger):
         merge_lora(tagger)
-    return LoadedRun(tagger.eval(), load_tokenizer(config.model), config, list(info["labels"]), resolved)
+    return LoadedRun(tagger.eval(), load_tokenizer(config.model), config, LabelSet(tuple(info["labels"])),
+                     resolved)

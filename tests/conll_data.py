@@ -1,4 +1,4 @@
-"""Where the tests find the real CoNLL-2003 splits: in shared/ beside the checkout, never inside the repo."""
+"""Where the tests find the real datasets (CoNLL-2003, WNUT-17): in shared/ beside the checkout, never in the repo."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import pytest
 CONLL = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
 needs_conll = pytest.mark.skipif(not (CONLL / "train.txt").exists(),
                                  reason=f"CoNLL-2003 is not at {CONLL} (it is never committed to the repo)")
+WNUT = CONLL.parent / "wnut17"
+needs_wnut = pytest.mark.skipif(not (WNUT / "train.txt").exists(),
+                                reason=f"WNUT-17 is not at {WNUT} (it is never committed to the repo)")
 
 
 def slice_conll(source: Path, out: Path, sentences: int) -> Path:

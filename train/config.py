@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from data.decode import DECODERS
+from data.schemes import SCHEMES
 from lora.inject import LLAMA_TARGETS
 from train.device import PRECISIONS
 
@@ -22,6 +23,8 @@ DEFAULT_MODEL = "weights/smollm2-135m-instruct"
 class TrainConfig:
     model: str = DEFAULT_MODEL  # HF checkpoint folder (config.json, safetensors, tokenizer files)
     data: str | None = None  # folder with train.txt / valid.txt; None: $CONLL_DIR, then data/conll2003/
+    scheme: str = "auto"  # tag scheme of the data files: auto, iob1, iob2 or bioes (data/schemes.py)
+    labels: str | None = None  # labels file (one per line, in head order); None: learned from train.txt
     out: str = "runs/default"  # run directory: config, adapter, head, logs, checkpoints
     # Attention: bidirectional by default; --causal keeps the decoder's mask, optionally lifted in the top k layers.
     causal: bool = False
@@ -77,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.window not in ("sentence", "document"):
             raise ValueError(f"window must be sentence or document, got {self.window!r}")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
         if self.decode not in DECODERS:
             raise ValueError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
         if self.finetune not in ("lora", "full"):
@@ -110,6 +115,9 @@ class TrainConfig:
 # Larger models on a GPU, with the choices that pay on the small one carried over.
 RECIPES: dict[str, dict[str, Any]] = {
     "smollm2-135m": {},
+    # WNUT-17 (`--data` its folder): independent posts, so windows hold one post each and a step 16 of them (about
+    # as many tokens as 2 document windows); posts are few (3,394), so several epochs, the best one kept.
+    "wnut17": dict(window="sentence", batch_size=16, epochs=4, lr=1e-3),
     # The small model's choices (bidirectional, LoRA on all seven projections, document windows of 256 tokens every
     # 192) with a lower learning rate for the larger model, more epochs on a GPU, and early stopping.
     "llama-3.2-1b": dict(model="weights/llama-3.2-1b", lr=2e-4, epochs=3, batch_size=8, patience=2,
@@ -120,7 +128,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """`python -m train` arguments -> TrainConfig. A recipe sets defaults; explicit flags win over it."""
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m train", description="Fine-tune a Llama NER tagger on CoNLL-2003.")
+    parser = argparse.ArgumentParser(prog="python -m train", description="Fine-tune a Llama NER tagger on CoNLL-style data.")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe (flags override it)")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")

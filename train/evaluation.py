@@ -16,6 +16,7 @@ from data.align import Example, build_examples, predictions_per_word
 from data.batching import batch_predictions, bucketed_plan, iterate_batches, shard_plan
 from data.conll import Sentence
 from data.decode import DECODERS, decode_tags
+from data.labels import LabelSet
 from data.metrics import Scores, evaluate
 from model.tagger import IGNORE_INDEX, Tagger
 from train.config import TrainConfig
@@ -81,6 +82,7 @@ def tag_and_score(
     tagger: Tagger,
     tokenizer,
     config: TrainConfig,
+    labels: LabelSet,
     sentences: Sequence[Sentence],
     device: torch.device,
     bf16: bool,
@@ -91,14 +93,14 @@ def tag_and_score(
     """Predict one tag per word of every sentence (windows for long ones) and score against gold tags if present.
     Under torchrun the ranks share the work and all get the whole result. `progress`: see `predict_examples`."""
     if examples is None:
-        examples = build_examples(sentences, tokenizer, config.max_len, **config.window_settings())
+        examples = build_examples(sentences, tokenizer, config.max_len, **config.window_settings(), labels=labels)
     predictions, loss_sum, count = predict_examples(
         tagger, examples, tokenizer.pad_id, device, config.eval_max_tokens, bf16, world, progress)
     per_word = predictions_per_word(examples, predictions, sentences)
-    tags = [decode_tags(log_probs, config.decode) for log_probs in per_word]
+    tags = [decode_tags(log_probs, config.decode, labels) for log_probs in per_word]
     if any(s.tags is None for s in sentences):
         return Evaluation(tags, None, None, None)
     gold = [s.tags for s in sentences]
-    scores = {d: evaluate(gold, tags if d == config.decode else [decode_tags(lp, d) for lp in per_word])
+    scores = {d: evaluate(gold, tags if d == config.decode else [decode_tags(lp, d, labels) for lp in per_word])
               for d in DECODERS}
     return Evaluation(tags, scores[config.decode], loss_sum / max(count, 1), {d: s.f1 for d, s in scores.items()})

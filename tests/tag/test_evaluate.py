@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from data.conll import read_conll
-from data.labels import first_iob2_violation
+from data.schemes import to_iob2
 from tag import evaluate as evaluate_cli
 from tests.conll_data import needs_conll, records
 
@@ -33,7 +33,7 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
         assert f"F1 by decoder: viterbi {by_decoder['viterbi']:.2f}, argmax {by_decoder['argmax']:.2f}" in report
         assert f"{by_decoder[decoder]:.2f}" in report.split("F1 by decoder")[0]
         blocks = out.read_text().split("\n\n")
-        assert all(first_iob2_violation([line.split()[2] for line in b.splitlines()]) is None for b in blocks)
+        assert all(to_iob2(tags, "iob2") == tags for b in blocks for tags in [[line.split()[2] for line in b.splitlines()]])
 
 
 

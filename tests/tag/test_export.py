@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from data.labels import LABELS
+from data.labels import LabelSet
 from lora.inject import lora_modules
 from tests.hf_reference import make_hf_checkpoint
 from tag.export import ExportError, export_run, main
@@ -25,6 +25,8 @@ transformers = pytest.importorskip("transformers")
 
 TINY = dict(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64)
+
+LABELS = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])  # CoNLL-2003's, as a run learns them
 
 
 def make_run(root: Path, smollm2_dir: Path, causal: bool, tie: bool, bidirectional_top_layers: int = 0) -> Path:

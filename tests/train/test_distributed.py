@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from data.align import build_examples
 from data.batching import bucketed_plan, collate, shard_plan
 from data.conll import read_conll
-from data.labels import LABELS
+from data.labels import LabelSet
 from model import load_tokenizer
 from tests.conll_data import CONLL, needs_conll, slice_conll
 from train.config import TrainConfig, parse_args
@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RANKS = 2
 JOB_TIMEOUT_S = 120  # a job that takes longer hangs: it is killed and the test fails
 CPU = torch.device("cpu")
+
+LABELS = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])  # CoNLL-2003's, as a run learns them
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,7 @@ def rank_main(rank: int, port: int, configs: dict[str, TrainConfig], results: Pa
             tagger = random_tagger(config)
             if fsdp:
                 shard_frozen_base(tagger, CPU, world)
-            result = tag_and_score(tagger, tokenizer, config, sentences, CPU, bf16=False, world=world)
+            result = tag_and_score(tagger, tokenizer, config, LABELS, sentences, CPU, bf16=False, world=world)
             torch.save({"tags": result.tags, "f1": result.scores.f1, "loss": result.loss},
                        results / f"eval-fsdp{fsdp}-rank{rank}.pt")
 
@@ -156,7 +158,7 @@ def one_process_steps(config: TrainConfig) -> dict[str, torch.Tensor]:
     tagger = build_tagger(config, len(LABELS), CPU)
     tokenizer = load_tokenizer(config.model)
     sentences = read_conll(Path(config.data) / "train.txt")[: config.limit]
-    examples = build_examples(sentences, tokenizer, config.max_len, add_bos=config.add_bos, context=config.context)
+    examples = build_examples(sentences, tokenizer, config.max_len, add_bos=config.add_bos, context=config.context, labels=LABELS)
     lengths = [len(e.input_ids) for e in examples]
     params = [p for p in tagger.parameters() if p.requires_grad]
     optimizer = AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -191,8 +193,10 @@ def test_two_ranks_take_the_steps_of_one_process(two_rank_job, run):
     config = read_run_info(two_rank_job[run])["config"]
     expected = one_process_steps(config)
     assert saved["trainable"].keys() == expected.keys()
+    # atol 1e-5 is 1 % of one Adam step at lr 1e-3: Adam's normalisation can blow a near-zero gradient's rounding
+    # (the ranks sum in another order) up to a few 1e-6 in the odd element.
     for name, tensor in expected.items():
-        torch.testing.assert_close(saved["trainable"][name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(saved["trainable"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
     assert any("lora_B" in name and tensor.abs().max() > 1e-4 for name, tensor in expected.items()), \
         "training did not move the adapter, so the comparison proves nothing"
 
@@ -208,7 +212,7 @@ def test_rank_0_alone_writes_the_log_once_per_step(two_rank_job):
 def test_distributed_evaluation_equals_one_process(two_rank_job, tiny_model, small_conll, fsdp):
     config = run_config(tiny_model, small_conll, two_rank_job["plain"])
     sentences = read_conll(small_conll / "valid.txt")
-    alone = tag_and_score(random_tagger(config), load_tokenizer(tiny_model), config, sentences, CPU, bf16=False)
+    alone = tag_and_score(random_tagger(config), load_tokenizer(tiny_model), config, LABELS, sentences, CPU, bf16=False)
     assert 0 < alone.scores.f1 < 100 and len({t for s in alone.tags for t in s}) > 3, "a degenerate tagger"
     for rank in range(RANKS):
         shared = torch.load(two_rank_job["results"] / f"eval-fsdp{fsdp}-rank{rank}.pt", weights_only=False)

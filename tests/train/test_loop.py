@@ -98,12 +98,13 @@ def test_document_windows_train_and_evaluate_alike(tiny_model, conll_slice, tmp_
     best = train(config)
     assert "train_f1" not in best  # train_eval_sentences=0 switches the training-subset score off
     sentences = read_conll(conll_slice / "valid.txt")
-    examples = build_examples(sentences, load_tokenizer(tiny_model), 64, **config.window_settings())
+    run = load_run(tmp_path / "run", merge=False)  # the adapters apart, as in training: the same rounding
+    examples = build_examples(sentences, load_tokenizer(tiny_model), 64, **config.window_settings(),
+                              labels=run.labels)
     assert len(examples) < len(sentences) / 2  # windows span several sentences
     # The loss depends on the windows (a word's context), so an equal loss means equal windows.
-    run = load_run(tmp_path / "run", merge=False)  # the adapters apart, as in training: the same rounding
     assert run.config.window == "document"
-    result = tag_and_score(run.tagger, run.tokenizer, run.config, sentences, run.device, bf16=False)
+    result = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device, bf16=False)
     assert result.loss == pytest.approx(best["valid_loss"], rel=1e-6)
     assert result.scores.f1 == best["valid_f1"]
 
