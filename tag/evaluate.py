@@ -2,7 +2,9 @@
 
     python -m tag.evaluate --run RUN_DIR --data FILE [--out PRED_FILE] [--decode viterbi|argmax]
 
-prints precision / recall / F1 overall and per type, and writes `token gold pred` lines for the conlleval script.
+prints precision / recall / F1 overall and per type, and writes `token gold pred` lines for the conlleval script,
+for the file as it is (documents). It then scores the file's other two views (data/views.py): each sentence alone,
+and each sentence alone without its final punctuation, and prints the three F1s side by side.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from data.decode import DECODERS
 from data.metrics import conlleval_report
 from data.schemes import SCHEMES
 from tag.run import load_run
-from train.evaluation import tag_and_score
+from data.views import views
+from train.evaluation import once_per_view, tag_and_score
+
+VIEW_NAMES = {"documents": "as documents", "alone": "sentence by sentence",
+              "bare": "without final punctuation"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(s.tags is None for s in sentences):
         print(f"error: {args.data} has no NER column to score against; use tag.predict to tag it", file=sys.stderr)
         return 2
-    result = tag_and_score(run.tagger, run.tokenizer, config, run.labels, sentences, run.device, run.bf16, progress=args.data)
+    by_view = once_per_view(views(sentences), lambda view, view_sentences: tag_and_score(
+        run.tagger, run.tokenizer, config, run.labels, view_sentences, run.device, run.bf16,
+        progress=f"{args.data}, {view}"))
+    result = by_view["documents"]
     print(conlleval_report(result.scores))
     print("F1 by decoder: " + ", ".join(f"{d} {f1:.2f}" for d, f1 in result.f1_by_decoder.items()))
+    print("F1 by view: " + ", ".join(f"{VIEW_NAMES[v]} {r.scores.f1:.2f}" for v, r in by_view.items()))
     if args.out:
         write_conlleval(args.out, sentences, result.tags)
         print(f"predictions written to {args.out}")

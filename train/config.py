@@ -47,6 +47,9 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule is sized to it)
     batch_size: int = 2  # windows per optimizer step (split into `grad_accum` micro-batches); 2 document windows
     # hold about 460 tokens, as many as 16 sentence windows
+    # Or batches by size: as many windows as fit in `batch_tokens` padded tokens per step (None: batch_size windows),
+    # so that a step of short sentence windows weighs about as much as a step of long document windows.
+    batch_tokens: int | None = None
     grad_accum: int = 1
     limit: int | None = None  # use only the first N training sentences
     seed: int = 0
@@ -55,6 +58,9 @@ class TrainConfig:
     max_len: int = 256  # tokens per window; longer documents (or sentences) are split into overlapping windows
     stride: int | None = 192  # tokens between the starts of overlapping windows; None: half a window
     context: int = 0  # document-context tokens on each side of a sentence (FLERT); 0 = sentence only
+    # With document windows: the share of training documents (drawn once, by seed) whose sentences are trained
+    # alone instead, one window each, so that the tagger also learns short texts that come without context.
+    alone_fraction: float = 0.0
     add_bos: bool = True
     # Evaluation, checkpoints, early stopping
     eval_every: int | None = None  # optimizer steps between full evaluations (keep the best); None: once per epoch
@@ -88,6 +94,12 @@ class TrainConfig:
             raise ValueError(f"finetune must be lora or full, got {self.finetune!r}")
         if self.finetune == "full" and self.fsdp:
             raise ValueError("--fsdp shards the frozen base; --finetune full has none (train on one device)")
+        if not 0.0 <= self.alone_fraction <= 1.0:
+            raise ValueError(f"alone_fraction must be in [0, 1], got {self.alone_fraction}")
+        if self.alone_fraction and self.window != "document":
+            raise ValueError("--alone-fraction mixes sentence windows into document windows; use --window document")
+        if self.batch_tokens is not None and self.batch_tokens < self.max_len:
+            raise ValueError(f"batch_tokens={self.batch_tokens} cannot hold one window of max_len={self.max_len}")
         if self.window == "document" and self.context:
             raise ValueError("--context adds neighbours to sentence windows; document windows already hold them")
         unknown = set(self.lora_targets) - set(LLAMA_TARGETS)
@@ -128,7 +140,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """`python -m train` arguments -> TrainConfig. A recipe sets defaults; explicit flags win over it."""
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m train", description="Fine-tune a Llama NER tagger on CoNLL-style data.")
+    parser = argparse.ArgumentParser(prog="python -m train",
+                                     description="Fine-tune a Llama NER tagger on CoNLL-style data.")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe (flags override it)")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -147,7 +160,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             parser.add_argument(flag, nargs="+", default=None, help="projections to adapt (default: all seven)")
         else:
             kind = {int: int, float: float, str: str}.get(type(default), str)
-            if field.name in ("data", "max_steps", "limit", "eval_every", "subset_eval_every", "patience", "stride"):
+            if field.name in ("data", "max_steps", "limit", "eval_every", "subset_eval_every", "patience", "stride",
+                              "batch_tokens"):
                 kind = int if field.name != "data" else str
             parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
     args = vars(parser.parse_args(argv))

@@ -4,6 +4,8 @@
 
 The full evaluations (the ones that keep the best adapter) are markers; the evaluations on fixed subsets between
 them are lines. Overfitting shows as the training-sample curves improving while the validation ones get worse.
+Validation F1 is drawn in its three views (data/views.py): as documents, sentence by sentence, and sentence by
+sentence without final punctuation.
 Drawn on matplotlib's Agg canvas directly, not through pyplot, so the caller's backend and figures stay untouched.
 """
 
@@ -24,8 +26,10 @@ from train.run_dir import CURVES_FILE, METRICS_FILE
 
 EVALUATION = ("step", "valid_loss", "valid_f1")
 REQUIRED = {"train": ("step", "loss"), "eval": EVALUATION, "subset_eval": EVALUATION}
-OPTIONAL = {"train": (), "eval": ("train_loss", "train_f1"), "subset_eval": ("train_loss", "train_f1")}
+SCORES = ("train_loss", "train_f1", "valid_alone_f1", "valid_bare_f1")
+OPTIONAL = {"train": (), "eval": SCORES, "subset_eval": SCORES}
 TRAIN_BATCH, VALID, TRAIN_SAMPLE = "#1f77b4", "#e66101", "#5e3c99"  # blue, orange, purple
+VALID_ALONE, VALID_BARE = "#d7301f", "#fdae61"  # red, light orange
 SIZE_INCHES, DPI = (14.0, 5.6), 100  # two panels side by side, loss left, F1 right: 1400 x 560 pixels
 
 
@@ -87,14 +91,14 @@ def sentences(rows: list[dict]) -> str:
     return f" ({counts.pop()} sentences)" if len(counts) == 1 and None not in counts else ""
 
 
-def draw_evaluations(ax: Axes, records: list[dict], valid_key: str, train_key: str) -> None:
-    """Validation and training-sample curves of one metric: full evaluations as markers, subset ones as lines
-    (with a marker when there is a single point, which a line alone would not show)."""
+def draw_evaluations(ax: Axes, records: list[dict], series: list[tuple[str, str, str]]) -> None:
+    """Curves of the evaluation `series` (record key, name, colour): full evaluations as markers, subset ones as
+    lines (with a marker when there is a single point, which a line alone would not show)."""
     for kind, style in (("subset_eval", "line"), ("eval", "markers")):
         rows = [r for r in records if r["type"] == kind]
         what = "full" if kind == "eval" else "subset"
-        for key, label, color in ((valid_key, f"valid, {what} evaluation{sentences(rows)}", VALID),
-                                  (train_key, f"train sample, {what} evaluation", TRAIN_SAMPLE)):
+        for key, name, color in series:
+            label = f"{name}, {what} evaluation" + (sentences(rows) if key in ("valid_loss", "valid_f1") else "")
             with_key = [r for r in rows if key in r]
             if not with_key:
                 continue
@@ -115,7 +119,7 @@ def draw_loss(ax: Axes, records: list[dict]) -> None:
                 marker="o" if len(rows) == 1 else None)
         ax.plot(steps, centred_mean(loss, half), color=TRAIN_BATCH, linewidth=1.8,
                 label=f"training batch, centred moving average of {2 * half + 1} logs")
-    draw_evaluations(ax, records, "valid_loss", "train_loss")
+    draw_evaluations(ax, records, [("valid_loss", "valid", VALID), ("train_loss", "train sample", TRAIN_SAMPLE)])
     values = np.concatenate([line.get_ydata() for line in ax.get_lines()] + [np.empty(0)])
     values = values[np.isfinite(values)]
     log = len(values) > 0 and values.min() > 0 and values.max() >= 10 * values.min()
@@ -125,7 +129,10 @@ def draw_loss(ax: Axes, records: list[dict]) -> None:
 
 
 def draw_f1(ax: Axes, records: list[dict]) -> None:
-    draw_evaluations(ax, records, "valid_f1", "train_f1")
+    draw_evaluations(ax, records, [("valid_f1", "valid as documents", VALID),
+                                   ("valid_alone_f1", "valid sentence by sentence", VALID_ALONE),
+                                   ("valid_bare_f1", "valid without final punctuation", VALID_BARE),
+                                   ("train_f1", "train sample", TRAIN_SAMPLE)])
     ax.set_title("Entity F1 (%)")
     values = np.concatenate([line.get_ydata() for line in ax.get_lines()] + [np.empty(0)])
     values = values[np.isfinite(values)]

@@ -94,6 +94,14 @@ def rank_batch_size(batch_size: int, grad_accum: int, world: World) -> int:
     return batch_size // world.world_size
 
 
+def rank_batch_tokens(batch_tokens: int, max_len: int, world: World) -> int:
+    """Padded tokens per step on each rank, so that the ranks together take about `batch_tokens` per step."""
+    if batch_tokens // world.world_size < max_len:
+        raise ValueError(f"batch_tokens={batch_tokens} over {world.world_size} ranks leaves less than one window of "
+                         f"max_len={max_len} per rank")
+    return batch_tokens // world.world_size
+
+
 def sum_over_ranks(values: list[float], world: World, device: torch.device) -> list[float]:
     """Element-wise sums over all ranks (float64, so counts stay exact)."""
     if not world.distributed:

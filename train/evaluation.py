@@ -5,8 +5,9 @@ Training calls it on the validation split at every evaluation; `tag/` calls it t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,8 @@ from model.tagger import IGNORE_INDEX, Tagger
 from train.config import TrainConfig
 from train.distributed import SINGLE_PROCESS, World, gather_objects
 from train.device import autocast
+
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @torch.inference_mode()
@@ -70,9 +73,20 @@ def predict_examples(
     return [predicted[i] for i in range(len(examples))], loss_sum, labelled_count
 
 
+def once_per_view(views: dict[str, T], work: Callable[[str, T], R]) -> dict[str, R]:
+    """work(name, view) for every view, done once per distinct object: data.views.views gives two views that
+    coincide (every sentence already alone) the very same list, and they are then scored once."""
+    done: dict[int, R] = {}
+    for name, view in views.items():
+        if id(view) not in done:
+            done[id(view)] = work(name, view)
+    return {name: done[id(view)] for name, view in views.items()}
+
+
 @dataclass
 class Evaluation:
     tags: list[list[str]]  # predicted IOB2 tags per sentence, by the config's decoder
+    log_probs: list[list[list[float]]]  # per sentence, per word: the label log-probabilities the tags come from
     scores: Scores | None  # None when the sentences carry no gold tags
     loss: float | None
     f1_by_decoder: dict[str, float] | None  # F1 of every decoder from the same scores: what each one buys
@@ -99,8 +113,9 @@ def tag_and_score(
     per_word = predictions_per_word(examples, predictions, sentences)
     tags = [decode_tags(log_probs, config.decode, labels) for log_probs in per_word]
     if any(s.tags is None for s in sentences):
-        return Evaluation(tags, None, None, None)
+        return Evaluation(tags, per_word, None, None, None)
     gold = [s.tags for s in sentences]
     scores = {d: evaluate(gold, tags if d == config.decode else [decode_tags(lp, d, labels) for lp in per_word])
               for d in DECODERS}
-    return Evaluation(tags, scores[config.decode], loss_sum / max(count, 1), {d: s.f1 for d, s in scores.items()})
+    return Evaluation(tags, per_word, scores[config.decode], loss_sum / max(count, 1),
+                      {d: s.f1 for d, s in scores.items()})

@@ -1,6 +1,10 @@
 """The fine-tuning loop: bucketed batches, clipped AdamW steps on a warmup-cosine schedule, evaluation on the
 validation split with conlleval's entity F1, the best adapter kept, early stopping, and resumable checkpoints.
 
+Validation is scored three ways (data/views.py): as documents, sentence by sentence, and sentence by sentence
+without final punctuation. The mean of the three F1s (`valid_mean_f1`) picks the best adapter and drives early
+stopping, so a tagger that only shines with document context is not preferred over one that works on its own.
+
 Read it top down: `train` joins the process group, `set_up` builds what a run needs once, `start_or_resume` says
 where it stands, and the loop in `train_process` takes steps (train/step.py), evaluates when due and checkpoints.
 
@@ -24,6 +28,7 @@ from data.batching import Plan, bucketed_plan, collate, shard_plan
 from data.conll import Sentence, read_conll
 from data.download import resolve_data_dir
 from data.labels import LabelSet
+from data.views import VIEWS, split_documents, views
 from lora.inject import count_parameters
 from model import load_tokenizer
 from model.tagger import Tagger
@@ -34,8 +39,9 @@ from train.config import TrainConfig
 from train.curves import plot_run
 from train.device import resolve_device, use_bf16
 from train.distributed import (World, broadcast_trainable, gather_objects, launched_world, process_group,
-                               rank_batch_size, rank_device, reshard_after_evaluation, shard_frozen_base)
-from train.evaluation import tag_and_score
+                               rank_batch_size, rank_batch_tokens, rank_device, reshard_after_evaluation,
+                               shard_frozen_base)
+from train.evaluation import Evaluation, once_per_view, tag_and_score
 from train.optim import AdamW
 from train.run_dir import (CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, check_resumable, code_version, log_record,
                            read_run_info, save_tuned, truncate_log, write_run_info)
@@ -52,7 +58,7 @@ class Progress:
     step: int = 0  # optimizer steps taken
     epoch: int = 0
     batch: int = 0  # batches of the current epoch taken
-    best: dict[str, Any] | None = None  # the full evaluation record with the best validation F1 so far
+    best: dict[str, Any] | None = None  # the full evaluation record with the best mean validation F1 so far
     evals_without_gain: int = 0
     finished: bool = False
 
@@ -82,22 +88,27 @@ class Run:
     scheduler: WarmupCosine
     train_examples: list[Example]
     batch_size: int  # this rank's windows per step
-    valid: Scored
+    batch_tokens: int | None  # or this rank's padded tokens per step
+    valid: dict[str, Scored]  # validation in each view of data/views.py
     seen: Scored  # a fixed slice of the training set, scored like validation: the gap shows overfitting
-    valid_subset: Scored  # what the evaluations between full ones score (subset_eval_*)
+    valid_subset: dict[str, Scored]  # what the evaluations between full ones score (subset_eval_*)
     seen_subset: Scored
 
     def epoch_plan(self, epoch: int) -> Plan:
-        return epoch_plan(self.train_examples, self.batch_size, self.config.seed, epoch, self.world)
+        return epoch_plan(self.train_examples, self.batch_size, self.batch_tokens, self.config.seed, epoch,
+                          self.world)
 
     @property
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.tagger.parameters() if p.requires_grad]
 
 
-def epoch_plan(examples: list[Example], batch_size: int, seed: int, epoch: int, world: World) -> Plan:
-    """This rank's batches of an epoch: every rank the same number, every window on one rank once."""
-    plan = bucketed_plan([len(e.input_ids) for e in examples], batch_size=batch_size, seed=seed, epoch=epoch)
+def epoch_plan(examples: list[Example], batch_size: int, batch_tokens: int | None, seed: int, epoch: int,
+               world: World) -> Plan:
+    """This rank's batches of an epoch (`batch_size` windows each, or `batch_tokens` padded tokens): every rank
+    the same number, every window on one rank once."""
+    size = dict(batch_size=batch_size) if batch_tokens is None else dict(max_tokens=batch_tokens)
+    plan = bucketed_plan([len(e.input_ids) for e in examples], **size, seed=seed, epoch=epoch)
     return shard_plan(plan, world.rank, world.world_size)
 
 
@@ -129,6 +140,9 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
         return Scored(sentences, build_examples(sentences, tokenizer, config.max_len, **config.window_settings(),
                                                 labels=labels))
 
+    def scored_views(sentences: list[Sentence]) -> dict[str, Scored]:
+        return once_per_view(views(sentences), lambda _, view: scored(view))
+
     seen = train_sentences[: config.train_eval_sentences]
     subset = config.subset_eval_sentences
     tagger = build_tagger(config, len(labels), device, load_on=torch.device("cpu") if config.fsdp else device)
@@ -141,15 +155,19 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
         print(count_parameters(tagger))
     optimizer = AdamW([p for p in tagger.parameters() if p.requires_grad], lr=config.lr,
                       weight_decay=config.weight_decay)
-    train_examples = scored(train_sentences).examples
+    train_examples = scored(split_documents(train_sentences, config.alone_fraction, config.seed)).examples
     batch_size = rank_batch_size(config.batch_size, config.grad_accum, world)
-    steps_per_epoch = len(epoch_plan(train_examples, batch_size, config.seed, 0, world))
+    batch_tokens = None
+    if config.batch_tokens is not None:
+        batch_tokens = rank_batch_tokens(config.batch_tokens, config.max_len, world)
+    steps_per_epoch = len(epoch_plan(train_examples, batch_size, batch_tokens, config.seed, 0, world))
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
     return Run(config, world, device, use_bf16(config.precision, device), run_dir, resume, labels, tokenizer, tagger,
-               optimizer, scheduler, train_examples, batch_size, valid=scored(valid_sentences), seen=scored(seen),
-               valid_subset=scored(valid_sentences[:subset]), seen_subset=scored(seen[:subset]))
+               optimizer, scheduler, train_examples, batch_size, batch_tokens, valid=scored_views(valid_sentences),
+               seen=scored(seen), valid_subset=scored_views(valid_sentences[:subset]),
+               seen_subset=scored(seen[:subset]))
 
 
 def run_labels(config: TrainConfig, train_sentences: list[Sentence], train_file: Path, resumed: Path | None
@@ -228,7 +246,7 @@ def train_process(
     bar.close()
     if world.is_main:
         best = progress.best
-        print(f"best validation F1 {best['valid_f1']:.2f} at step {best['step']}; its weights are in {run.run_dir}")
+        print(f"best validation F1 {three_scores(best)} at step {best['step']}; its weights are in {run.run_dir}")
         print(f"training curves: {run.run_dir / CURVES_FILE}")  # drawn by the last evaluation
     return progress.best
 
@@ -248,23 +266,30 @@ def evaluate_when_due(run: Run, progress: Progress, end_of_epoch: bool, total_st
     return full_due
 
 
-def evaluate(run: Run, progress: Progress, valid: Scored, seen: Scored, kind: str) -> dict[str, Any]:
-    """Score `valid` and `seen`, log the record (kind "eval" or "subset_eval"), redraw the curves; return it."""
+def evaluate(run: Run, progress: Progress, valid: dict[str, Scored], seen: Scored, kind: str) -> dict[str, Any]:
+    """Score every view of `valid`, and `seen`; log the record (kind "eval" or "subset_eval"), redraw the curves;
+    return it. `valid_*` keys without a view name are the documents view's."""
     started = time.perf_counter()
 
-    def score(scored: Scored, name: str):
+    def score(scored: Scored, name: str) -> Evaluation:
         return tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, scored.sentences, run.device,
-                             run.bf16, scored.examples, run.world, progress=f"{name} ({len(scored.sentences)} sentences)")
+                             run.bf16, scored.examples, run.world,
+                             progress=f"{name} ({len(scored.sentences)} sentences)")
 
-    result = score(valid, "valid")
+    by_view = once_per_view(valid, lambda view, scored: score(scored, f"valid, {view}"))
     on_seen = score(seen, "train sample") if seen.sentences else None
     if run.config.fsdp:
         reshard_after_evaluation(run.tagger)
+    result = by_view["documents"]
     record = {"type": kind, "step": progress.step, "epoch": progress.epoch,
               "valid_loss": result.loss, "valid_f1": result.scores.f1,
               "valid_precision": result.scores.precision, "valid_recall": result.scores.recall,
               "per_type_f1": {k: v.f1 for k, v in result.scores.per_type.items()},
-              "valid_f1_by_decoder": result.f1_by_decoder, "valid_sentences": len(valid.sentences)}
+              "valid_f1_by_decoder": result.f1_by_decoder, "valid_sentences": len(valid["documents"].sentences)}
+    for view in VIEWS[1:]:
+        record[f"valid_{view}_f1"] = by_view[view].scores.f1
+        record[f"valid_{view}_per_type_f1"] = {k: v.f1 for k, v in by_view[view].scores.per_type.items()}
+    record["valid_mean_f1"] = sum(r.scores.f1 for r in by_view.values()) / len(by_view)
     if on_seen is not None:
         record.update(train_loss=on_seen.loss, train_f1=on_seen.scores.f1)
     record["seconds"] = time.perf_counter() - started
@@ -272,23 +297,28 @@ def evaluate(run: Run, progress: Progress, valid: Scored, seen: Scored, kind: st
         log_record(run.run_dir, record)
         plot_run(run.run_dir)
         on_train = f", train F1 {record['train_f1']:.2f}" if on_seen is not None else ""
-        what = "valid" if kind == "eval" else f"valid[:{len(valid.sentences)}]"
-        tqdm.write(f"step {progress.step}: {what} F1 {record['valid_f1']:.2f} loss {record['valid_loss']:.4f}"
+        what = "valid" if kind == "eval" else f"valid[:{record['valid_sentences']}]"
+        tqdm.write(f"step {progress.step}: {what} F1 {three_scores(record)}, loss {record['valid_loss']:.4f}"
                    f"{on_train}")
     return record
 
 
+def three_scores(record: dict[str, Any]) -> str:
+    return (f"{record['valid_f1']:.2f} as documents, {record['valid_alone_f1']:.2f} sentence by sentence, "
+            f"{record['valid_bare_f1']:.2f} without final punctuation (mean {record['valid_mean_f1']:.2f})")
+
+
 def keep_if_best(run: Run, progress: Progress, record: dict[str, Any]) -> bool:
-    """Keep the tuned weights when `record` beats the best validation F1 so far; True when training should stop
-    (`patience` evaluations in a row without a gain)."""
-    if progress.best is None or record["valid_f1"] > progress.best["valid_f1"]:
+    """Keep the tuned weights when `record` beats the best mean validation F1 so far; True when training should
+    stop (`patience` evaluations in a row without a gain)."""
+    if progress.best is None or record["valid_mean_f1"] > progress.best["valid_mean_f1"]:
         progress.best, progress.evals_without_gain = record, 0
         if run.world.is_main:
             save_tuned(run.tagger, run.run_dir, run.config)
     else:
         progress.evals_without_gain += 1
     if run.world.is_main:
-        tqdm.write(f"best valid F1 {progress.best['valid_f1']:.2f} at step {progress.best['step']}")
+        tqdm.write(f"best mean valid F1 {progress.best['valid_mean_f1']:.2f} at step {progress.best['step']}")
     return run.config.patience is not None and progress.evals_without_gain >= run.config.patience
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+
 from data.conll import read_conll
 from data.schemes import to_iob2
 from tag import evaluate as evaluate_cli
@@ -14,7 +19,8 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
     assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"),
                               "--out", str(out)]) == 0
     report = capsys.readouterr().out
-    best = max(r["valid_f1"] for r in records(trained_run, "eval"))
+    kept = max(records(trained_run, "eval"), key=lambda r: r["valid_mean_f1"])  # the record of the kept adapter
+    best = kept["valid_f1"]
     assert f"{best:.2f}" in report
     gold = read_conll(conll_slice / "valid.txt")
     lines = out.read_text().split("\n")
@@ -24,7 +30,7 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
     assert all(len(line.split()) == 3 for line in word_lines)
     # The decoder can be chosen at evaluation; both write valid IOB2. Every evaluation also scores each decoder,
     # at training too, and the chosen one is the headline F1.
-    by_decoder = max(records(trained_run, "eval"), key=lambda r: r["valid_f1"])["valid_f1_by_decoder"]
+    by_decoder = kept["valid_f1_by_decoder"]
     assert set(by_decoder) == {"viterbi", "argmax"} and by_decoder["viterbi"] == best
     for decoder in ("viterbi", "argmax"):
         assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"),
@@ -33,9 +39,53 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
         assert f"F1 by decoder: viterbi {by_decoder['viterbi']:.2f}, argmax {by_decoder['argmax']:.2f}" in report
         assert f"{by_decoder[decoder]:.2f}" in report.split("F1 by decoder")[0]
         blocks = out.read_text().split("\n\n")
-        assert all(to_iob2(tags, "iob2") == tags for b in blocks for tags in [[line.split()[2] for line in b.splitlines()]])
+        predicted = [[line.split()[2] for line in block.splitlines()] for block in blocks]
+        assert all(to_iob2(tags, "iob2") == tags for tags in predicted)
 
 
+
+
+def f1_by_view(report: str) -> list[float]:
+    line, = (line for line in report.splitlines() if line.startswith("F1 by view: "))
+    assert re.fullmatch(r"F1 by view: as documents [\d.]+, sentence by sentence [\d.]+, without final punctuation "
+                        r"[\d.]+", line), line
+    return [float(x) for x in re.findall(r"\d+\.\d+", line)]
+
+
+def rewrite(source: Path, out: Path, drop_final_punctuation: bool) -> Path:
+    """The file again with a -DOCSTART- before every sentence, optionally without each sentence's trailing
+    punctuation lines (tag O): an independent way to put each sentence alone."""
+    blocks = [b for b in source.read_text().split("\n\n") if b.strip() and not b.startswith("-DOCSTART-")]
+    kept = []
+    for block in blocks:
+        lines = block.strip("\n").split("\n")
+        while drop_final_punctuation and len(lines) > 1 and lines[-1].split()[0] in PUNCTUATION \
+                and lines[-1].split()[-1] == "O":
+            lines.pop()
+        kept.append("-DOCSTART- -X- O O\n\n" + "\n".join(lines))
+    out.write_text("\n\n".join(kept) + "\n")
+    return out
+
+
+PUNCTUATION = {".", "?", "!", '"', "'", ":", ";", ",", "...", "-", "(", ")"}
+
+
+@needs_conll
+def test_evaluate_and_training_report_three_views(trained_run, conll_slice, tmp_path, capsys):
+    valid = conll_slice / "valid.txt"
+    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(valid)]) == 0
+    documents, alone, bare = f1_by_view(capsys.readouterr().out)
+    for path, expected in ((rewrite(valid, tmp_path / "alone.txt", False), alone),
+                           (rewrite(valid, tmp_path / "bare.txt", True), bare)):
+        assert evaluate_cli.main(["--run", str(trained_run), "--data", str(path)]) == 0
+        assert f1_by_view(capsys.readouterr().out)[0] == expected, path.name
+    kept = max(records(trained_run, "eval"), key=lambda r: r["valid_mean_f1"])
+    assert [kept["valid_f1"], kept["valid_alone_f1"], kept["valid_bare_f1"]] == pytest.approx([documents, alone, bare],
+                                                                                              abs=0.005)
+    assert kept["valid_mean_f1"] == pytest.approx((documents + alone + bare) / 3, abs=0.01)
+    assert set(kept["valid_bare_per_type_f1"]) == set(kept["per_type_f1"])
+    for subset in records(trained_run, "subset_eval"):
+        assert {"valid_alone_f1", "valid_bare_f1", "valid_mean_f1"} <= set(subset)
 
 
 @needs_conll

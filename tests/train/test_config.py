@@ -28,6 +28,21 @@ def test_cli_flags_and_recipes():
         parse_args(["--decode", "beam"])
 
 
+def test_data_settings():
+    config = parse_args(["--scheme", "bioes", "--labels", "labels.txt", "--alone-fraction", "0.5",
+                         "--batch-tokens", "512"])
+    assert (config.scheme, config.labels, config.alone_fraction, config.batch_tokens) == ("bioes", "labels.txt", 0.5, 512)
+    assert parse_args([]).scheme == "auto" and parse_args([]).labels is None
+    wnut = parse_args(["--recipe", "wnut17"])
+    assert wnut.window == "sentence" and wnut.batch_size == 16
+    for flags, message in [(["--scheme", "bilou"], "scheme must be one of"),
+                           (["--alone-fraction", "1.5"], r"alone_fraction must be in \[0, 1\]"),
+                           (["--window", "sentence", "--alone-fraction", "0.5"], "use --window document"),
+                           (["--batch-tokens", "100"], "cannot hold one window of max_len=256")]:
+        with pytest.raises(ValueError, match=message):
+            parse_args(flags)
+
+
 def test_settings_round_trip_through_run_json_and_unknown_ones_are_refused():
     config = parse_args(["--window", "sentence", "--lora-targets", "q_proj", "v_proj", "--subset-eval-every", "50"])
     assert TrainConfig.from_json(config.to_json()) == config and config.subset_eval_every == 50

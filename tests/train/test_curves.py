@@ -46,10 +46,11 @@ def overfitting_records() -> list[dict]:
         records.append(train_record(step, 2.0 * math.exp(-step / 150) + 0.02 * (1 + math.sin(step))))
         k = step / 200
         if step % 500 == 0:
-            records.append(eval_record(step, 85 + 3 * k - k * k, train_loss=0.2 / k, train_f1=86 + 3 * k))
+            records.append(eval_record(step, 85 + 3 * k - k * k, train_loss=0.2 / k, train_f1=86 + 3 * k,
+                                       valid_alone_f1=80 + k, valid_bare_f1=75 + k))
         elif step % 150 == 0:
             records.append(eval_record(step, 84 + 3 * k - k * k, "subset_eval", train_loss=0.25 / k,
-                                       train_f1=85 + 3 * k))
+                                       train_f1=85 + 3 * k, valid_alone_f1=79 + k, valid_bare_f1=74 + k))
     return records
 
 
@@ -84,8 +85,12 @@ def test_figure_holds_every_series_with_its_data():
         ("Loss", "valid, subset evaluation (250 sentences)"): (subset, "valid_loss"),
         ("Loss", "train sample, full evaluation"): (full, "train_loss"),
         ("Loss", "train sample, subset evaluation"): (subset, "train_loss"),
-        ("Entity", "valid, full evaluation (3250 sentences)"): (full, "valid_f1"),
-        ("Entity", "valid, subset evaluation (250 sentences)"): (subset, "valid_f1"),
+        ("Entity", "valid as documents, full evaluation (3250 sentences)"): (full, "valid_f1"),
+        ("Entity", "valid as documents, subset evaluation (250 sentences)"): (subset, "valid_f1"),
+        ("Entity", "valid sentence by sentence, full evaluation"): (full, "valid_alone_f1"),
+        ("Entity", "valid sentence by sentence, subset evaluation"): (subset, "valid_alone_f1"),
+        ("Entity", "valid without final punctuation, full evaluation"): (full, "valid_bare_f1"),
+        ("Entity", "valid without final punctuation, subset evaluation"): (subset, "valid_bare_f1"),
         ("Entity", "train sample, full evaluation"): (full, "train_f1"),
         ("Entity", "train sample, subset evaluation"): (subset, "train_f1"),
     }
@@ -101,7 +106,7 @@ def test_figure_holds_every_series_with_its_data():
 
 def test_full_evaluations_are_markers_and_the_raw_loss_is_faint():
     found = lines(draw_curves(overfitting_records()))
-    full = found[("Entity", "valid, full evaluation (3250 sentences)")]
+    full = found[("Entity", "valid as documents, full evaluation (3250 sentences)")]
     assert full.get_linestyle() == "None" and full.get_marker() == "o"
     raw, = (line for (panel, label), line in found.items() if label == "training batch (raw)")
     smooth, = (line for (panel, label), line in found.items() if "moving average" in label)
@@ -120,8 +125,8 @@ def test_centred_mean_matches_brute_force(half):
 def test_single_evaluation_still_shows():
     records = [train_record(step, 1.0 / step) for step in range(10, 110, 10)] + [eval_record(100, 71.5)]
     found = lines(draw_curves(records))
-    for panel in ("Loss", "Entity"):
-        line = found[(panel, "valid, full evaluation (3250 sentences)")]
+    for panel, name in (("Loss", "valid"), ("Entity", "valid as documents")):
+        line = found[(panel, f"{name}, full evaluation (3250 sentences)")]
         assert line.get_marker() == "o" and line.get_markersize() >= 5, panel
         assert list(line.get_xdata()) == [100], panel
     assert not any("train sample" in label for _, label in found), "no training-sample metrics were logged"
@@ -129,7 +134,7 @@ def test_single_evaluation_still_shows():
 
 def test_single_subset_evaluation_and_single_train_record_get_a_marker():
     found = lines(draw_curves([train_record(1, 2.0), eval_record(1, 10.0, "subset_eval")]))
-    assert found[("Entity", "valid, subset evaluation (250 sentences)")].get_marker() == "o"
+    assert found[("Entity", "valid as documents, subset evaluation (250 sentences)")].get_marker() == "o"
     assert found[("Loss", "training batch (raw)")].get_marker() == "o"
 
 

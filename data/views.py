@@ -1,0 +1,67 @@
+"""The three ways a tagger meets text, and so the three ways validation is scored.
+
+- `documents`: the file as it is, each sentence with the rest of its document around it (document windows);
+- `alone`: every sentence a document of its own, as `predict` sees each text it is given;
+- `bare`: alone, without the sentence's final punctuation, as headlines and chat messages come.
+
+A model trained only on whole documents can score well on the first and collapse on the other two (it never saw
+a short text right after BOS), so training reports all three (train/loop.py), and `split_documents` lets it train
+on some documents sentence by sentence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import unicodedata
+from collections.abc import Sequence
+
+from data.conll import Sentence
+
+VIEWS: tuple[str, ...] = ("documents", "alone", "bare")
+
+
+def alone(sentences: Sequence[Sentence]) -> list[Sentence]:
+    """Every sentence its own document."""
+    return [dataclasses.replace(s, doc_id=i, doc_start=False) for i, s in enumerate(sentences)]
+
+
+def is_punctuation(word: str) -> bool:
+    return all(unicodedata.category(c).startswith("P") for c in word)
+
+
+def without_final_punctuation(sentence: Sentence) -> Sentence:
+    """The sentence without its trailing words made only of punctuation ('.', '?', '!', '...', '"'), as long as
+    they are outside entities and one word stays."""
+    end = len(sentence.words)
+    while end > 1 and is_punctuation(sentence.words[end - 1]) and (sentence.tags is None or
+                                                                    sentence.tags[end - 1] == "O"):
+        end -= 1
+    tags = None if sentence.tags is None else sentence.tags[:end]
+    return dataclasses.replace(sentence, words=sentence.words[:end], tags=tags)
+
+
+def views(sentences: Sequence[Sentence]) -> dict[str, list[Sentence]]:
+    """The sentences of each view, by name. When every sentence already is its own document (WNUT-17's posts),
+    `alone` is the very same list as `documents`, so a caller can score it once."""
+    documents = list(sentences)
+    own = len({s.doc_id for s in documents}) == len(documents)
+    single = documents if own else alone(documents)
+    return {"documents": documents, "alone": single, "bare": [without_final_punctuation(s) for s in alone(documents)]}
+
+
+def split_documents(sentences: Sequence[Sentence], fraction: float, seed: int) -> list[Sentence]:
+    """The sentences with a `fraction` of their documents (drawn by `seed`) cut into one document per sentence;
+    the other documents stay whole. Doc ids are renumbered in order, so every document is still one run."""
+    if fraction == 0:
+        return list(sentences)
+    starts = [i for i in range(len(sentences)) if i == 0 or sentences[i].doc_id != sentences[i - 1].doc_id]
+    documents = list(zip(starts, starts[1:] + [len(sentences)]))
+    chosen = set(random.Random(seed).sample(range(len(documents)), round(fraction * len(documents))))
+    out, doc_id = [], 0
+    for d, (start, end) in enumerate(documents):
+        for s in range(start, end):
+            out.append(dataclasses.replace(sentences[s], doc_id=doc_id))
+            doc_id += d in chosen
+        doc_id += d not in chosen
+    return out

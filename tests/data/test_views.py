@@ -1,0 +1,48 @@
+"""data/views.py: validation as documents, sentence by sentence, and without final punctuation."""
+
+from data.conll import Sentence
+from data.views import alone, split_documents, views, without_final_punctuation
+
+
+def test_alone_makes_every_sentence_its_own_document():
+    doc = [Sentence(["a"], ["O"], doc_id=0, doc_start=True), Sentence(["b"], ["O"], doc_id=0, line=3)]
+    assert [(s.words, s.doc_id, s.doc_start, s.line) for s in alone(doc)] == [
+        (["a"], 0, False, 0), (["b"], 1, False, 3)]
+
+
+def test_final_punctuation_goes_but_entities_and_one_word_stay():
+    def bare(words, tags=None):
+        s = without_final_punctuation(Sentence(words, tags))
+        return s.words, s.tags
+
+    assert bare(["Paris", "is", "nice", "."], ["B-LOC", "O", "O", "O"]) == (
+        ["Paris", "is", "nice"], ["B-LOC", "O", "O"])
+    assert bare(["he", "said", ".", '"']) == (["he", "said"], None)  # untagged, two trailing marks
+    assert bare(["What", "?!", "..."]) == (["What"], None)
+    assert bare(["1-0", "."]) == (["1-0"], None)  # a word with a digit is no punctuation
+    assert bare(["Yahoo", "!"], ["B-ORG", "I-ORG"]) == (["Yahoo", "!"], ["B-ORG", "I-ORG"])  # inside an entity
+    assert bare(["."], ["O"]) == (["."], ["O"])  # never empty
+    assert bare(["«", "Hallo", "»"]) == (["«", "Hallo"], None)  # Unicode punctuation too
+
+
+def test_views_share_a_list_when_sentences_already_stand_alone():
+    posts = [Sentence(["hi", "."], ["O", "O"], doc_id=i) for i in range(3)]
+    got = views(posts)
+    assert got["alone"] is got["documents"] and [s.words for s in got["bare"]] == [["hi"]] * 3
+    doc = [Sentence(["hi", "."], ["O", "O"], doc_id=0) for _ in range(3)]
+    got = views(doc)
+    assert got["alone"] is not got["documents"] and [s.doc_id for s in got["alone"]] == [0, 1, 2]
+
+
+def test_split_documents_cuts_the_drawn_share_of_documents_into_sentences():
+    sentences = [Sentence([f"w{d}{k}"], ["O"], doc_id=d) for d in range(10) for k in range(3)]
+    assert split_documents(sentences, 0.0, seed=1) == sentences
+    split = split_documents(sentences, 0.4, seed=1)
+    assert [s.words for s in split] == [s.words for s in sentences]
+    sizes = {}
+    for s in split:
+        sizes[s.doc_id] = sizes.get(s.doc_id, 0) + 1
+    assert sorted(sizes.values()) == [1] * 12 + [3] * 6  # 4 of 10 documents alone, 6 whole
+    assert [s.doc_id for s in split] == sorted(s.doc_id for s in split)  # each document one run, in order
+    assert split_documents(sentences, 0.4, seed=1) == split and split_documents(sentences, 0.4, seed=2) != split
+    assert len(set(s.doc_id for s in split_documents(sentences, 1.0, seed=0))) == 30
