@@ -1,12 +1,13 @@
-"""Tag text with a trained run.
+"""Tag text with a trained run: a thin command line over the Python API of tag/tagger.py.
 
     python -m tag.predict --run RUN_DIR "Peter Blackburn works for the EU in Brussels ."
     echo "one text per line" | python -m tag.predict --run RUN_DIR
     python -m tag.predict --run RUN_DIR --conll FILE [--out FILE]
 
-Plain text gives one JSON line per input text: its entities with type, surface text and character offsets
-(`text[start:end]`). Standard input is read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are
-written (and flushed) before the next is read, so a pipe of any length streams. A line that is not valid UTF-8
+Plain text gives one JSON line per input text: its entities with type, surface text, character offsets
+(`text[start:end]`) and score, the probability that exactly this span is an entity of this type. Standard input is
+read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are written (and flushed) before the next is
+read, so a pipe of any length streams. A line that is not valid UTF-8
 stops the stream with an error naming it, after every line before it has its answer. CoNLL in (any column
 count, the first column the token) gives CoNLL out: `token tag`, with a progress bar on stderr.
 """
@@ -16,48 +17,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from typing import BinaryIO
 
 from data.conll import Sentence, read_conll, write_conll
-from data.metrics import chunks
-from tag.run import LoadedRun, load_run
-from tag.words import split_words
+from tag.run import LoadedRun
+from tag.tagger import load_tagger
 from train.evaluation import tag_and_score
 
 STREAM_CHUNK = 64  # stdin lines tagged together: batches fill up, and each answer waits for at most 63 others
-
-
-@dataclass(frozen=True)
-class Entity:
-    type: str
-    text: str
-    start: int  # character offset of the first character
-    end: int  # character offset one past the last character
-
-
-def entities_from_tags(text: str, words: list[re.Match], tags: list[str]) -> list[Entity]:
-    found = []
-    for kind, first, last in chunks(tags):
-        start, end = words[first].start(), words[last].end()
-        found.append(Entity(kind, text[start:end], start, end))
-    return found
-
-
-def tag_texts(run: LoadedRun, texts: list[str]) -> list[list[Entity]]:
-    """Entities of each text. A text without words gets no entities."""
-    words = [split_words(t) for t in texts]
-    nonempty = [i for i, w in enumerate(words) if w]
-    sentences = [Sentence([m.group() for m in words[i]], doc_id=k) for k, i in enumerate(nonempty)]
-    tags = tag_sentences(run, sentences)
-    result: list[list[Entity]] = [[] for _ in texts]
-    for i, sentence_tags in zip(nonempty, tags):
-        result[i] = entities_from_tags(texts[i], words[i], sentence_tags)
-    return result
 
 
 def tag_sentences(run: LoadedRun, sentences: list[Sentence], progress: str | None = None) -> list[list[str]]:
@@ -107,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.conll and args.texts:
         parser.error("give either --conll FILE or texts, not both")
 
-    run = load_run(args.run, device=args.device, model=args.model)
+    tagger = load_tagger(args.run, device=args.device, model=args.model)
+    run = tagger.run
     if args.conll:
         sentences = [dataclasses.replace(s, tags=None) for s in read_conll(args.conll)]  # any tags: ignored
         write_conll(args.out, sentences, [tag_sentences(run, sentences, progress=args.conll)])
@@ -115,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = args.texts or read_lines(sys.stdin.buffer)
     try:
         for chunk in chunked(texts, STREAM_CHUNK):
-            for text, entities in zip(chunk, tag_texts(run, chunk)):
+            for text, entities in zip(chunk, tagger.tag(chunk)):
                 print(json.dumps({"text": text, "entities": [vars(e) for e in entities]}, ensure_ascii=False))
             sys.stdout.flush()
     except ValueError as e:

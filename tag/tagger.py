@@ -1,0 +1,93 @@
+"""The Python API of a trained tagger: entities with character offsets and a confidence, from raw text or words.
+
+    from tag import load_tagger
+    tagger = load_tagger("runs/default")
+    tagger.tag(["Angela Merkel visited Paris ."])
+    # [[Entity(type='PER', text='Angela Merkel', start=0, end=13, score=0.99...), Entity(type='LOC', ...)]]
+    tagger.tag_words([["Angela", "Merkel", "visited", "Paris", "."]])
+
+Every text (or word list) is tagged alone, as a document of its own. Raw text is split into words as CoNLL-2003
+splits them (tag/words.py); pre-split words are joined by single spaces, and `start` / `end` index that string.
+`score` is the probability, under the tagger's label distributions and IOB2's rules, that exactly this span is an
+entity of this type (data/confidence.py): an entity below 0.5 is more likely wrong than right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.conll import Sentence
+from data.confidence import entity_scores
+from data.metrics import chunks
+from tag.run import LoadedRun, load_run
+from tag.words import split_words
+from train.evaluation import tag_and_score
+
+
+@dataclass(frozen=True)
+class Entity:
+    type: str
+    text: str
+    start: int  # character offset of the first character
+    end: int  # character offset one past the last character: text == source[start:end]
+    score: float  # in [0, 1]: the probability that exactly this span is an entity of this type
+
+
+class EntityTagger:
+    """A trained run, loaded once (LoRA merged into the weights) and used for as many calls as needed."""
+
+    def __init__(self, run: LoadedRun):
+        self.run = run
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return self.run.labels.types
+
+    def tag(self, texts: Iterable[str]) -> list[list[Entity]]:
+        """The entities of each text, in text order. A text without words gets none."""
+        if isinstance(texts, str):
+            raise TypeError("tag() takes a list of texts; wrap a single text in a list: tag([text])")
+        texts = list(texts)
+        words = [split_words(text) for text in texts]
+        return self._entities(texts, [[(m.start(), m.end()) for m in found] for found in words],
+                              [[m.group() for m in found] for found in words])
+
+    def tag_words(self, sentences: Iterable[Sequence[str]]) -> list[list[Entity]]:
+        """The entities of each pre-split sentence; offsets index the words joined by single spaces."""
+        sentences = [list(words) for words in sentences]
+        texts, spans = [], []
+        for i, words in enumerate(sentences):
+            for w, word in enumerate(words):
+                if not isinstance(word, str) or not word or any(c.isspace() for c in word):
+                    raise ValueError(f"sentence {i}, word {w}: {word!r} is not a word (a non-empty string without "
+                                     "whitespace)")
+            starts = np.cumsum([0] + [len(word) + 1 for word in words[:-1]]).tolist()
+            spans.append([(start, start + len(word)) for start, word in zip(starts, words)])
+            texts.append(" ".join(words))
+        return self._entities(texts, spans, sentences)
+
+    def _entities(self, texts: list[str], spans: list[list[tuple[int, int]]], words: list[list[str]]
+                  ) -> list[list[Entity]]:
+        nonempty = [i for i, w in enumerate(words) if w]
+        found: list[list[Entity]] = [[] for _ in texts]
+        if not nonempty:
+            return found
+        run = self.run
+        sentences = [Sentence(words[i], doc_id=k) for k, i in enumerate(nonempty)]
+        result = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device, run.bf16)
+        for i, tags, log_probs in zip(nonempty, result.tags, result.log_probs):
+            entities = chunks(tags)
+            scores = entity_scores(np.asarray(log_probs), run.labels.labels, entities)
+            for (kind, first, last), score in zip(entities, scores):
+                start, end = spans[i][first][0], spans[i][last][1]
+                found[i].append(Entity(kind, texts[i][start:end], start, end, score))
+        return found
+
+
+def load_tagger(run_dir: str | Path, device: str = "auto", model: str | None = None) -> EntityTagger:
+    """The tagger of a run directory written by `python -m train`; `model` overrides the base checkpoint path."""
+    return EntityTagger(load_run(run_dir, device=device, model=model, merge=True))
