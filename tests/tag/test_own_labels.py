@@ -13,6 +13,7 @@ import transformers
 
 from data.conll import ConllFormatError
 from tag import evaluate as evaluate_cli
+from tag import load_tagger
 from tag import predict as predict_cli
 from tag.export import export_run
 from train.config import TrainConfig
@@ -105,3 +106,8 @@ def test_training_data_without_entities_is_refused(smollm2_dir, tmp_path):
     config = TrainConfig(model=str(smollm2_dir), data=str(tmp_path), out=str(tmp_path / "run"), max_steps=1)
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train.txt'}: no entity tag in the training data")):
         train(config)
+
+
+def test_a_two_word_text_alone_gets_its_entity(own_run):
+    found, = load_tagger(own_run, device="cpu").tag(["my wuggle"])
+    assert [(e.type, e.text) for e in found] == [("gadget-2", "wuggle")] and found[0].score > 0.5
