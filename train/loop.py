@@ -130,8 +130,7 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = check_resumable(run_dir, config)
     data_dir = resolve_data_dir(config.data)
-    train_sentences = read_conll(data_dir / "train.txt", config.scheme)
-    labels = run_labels(config, train_sentences, data_dir / "train.txt", run_dir if resume else None)
+    labels, train_sentences = read_training(config, data_dir / "train.txt", run_dir if resume else None)
     train_sentences = train_sentences[: config.limit]
     valid_sentences = read_conll(data_dir / "valid.txt", config.scheme, labels)
     tokenizer = load_tokenizer(config.model)
@@ -170,21 +169,17 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
                seen_subset=scored(seen[:subset]))
 
 
-def run_labels(config: TrainConfig, train_sentences: list[Sentence], train_file: Path, resumed: Path | None
-               ) -> LabelSet:
-    """The label set of the run: the labels file when given, else the types of the whole training file (even
-    under --limit). A resumed run must find the label set it started with."""
-    labels = (LabelSet.read(config.labels) if config.labels
-              else LabelSet.from_sentences((s.tags for s in train_sentences), str(train_file)))
-    if config.labels:
-        for s in train_sentences:
-            for w, tag in enumerate(s.tags or ()):
-                if tag not in labels.ids:
-                    raise ValueError(f"{train_file}:{s.line + w}: tag {tag} is not in {config.labels} ({labels})")
-    if resumed is not None and list(labels) != read_run_info(resumed)["labels"]:
-        raise ValueError(f"{resumed} was started with the labels {', '.join(read_run_info(resumed)['labels'])}, "
-                         f"but the data now gives {labels}; train into a new --out")
-    return labels
+def read_training(config: TrainConfig, train_file: Path, resumed: Path | None) -> tuple[LabelSet, list[Sentence]]:
+    """The run's label set and the training sentences. The set is the labels file when given (the file is read
+    against it), else the types of the whole training file (even under --limit). A resumed run must find the label
+    set it started with."""
+    given = LabelSet.read(config.labels) if config.labels else None
+    sentences = read_conll(train_file, config.scheme, given)
+    labels = given or LabelSet.from_sentences((s.tags for s in sentences), str(train_file))
+    if resumed is not None and list(labels) != (started := read_run_info(resumed)["labels"]):
+        raise ValueError(f"{resumed} was started with the labels {', '.join(started)}, but the data now gives "
+                         f"{labels}; train into a new --out")
+    return labels, sentences
 
 
 def start_or_resume(run: Run) -> Progress:

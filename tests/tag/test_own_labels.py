@@ -111,3 +111,17 @@ def test_training_data_without_entities_is_refused(smollm2_dir, tmp_path):
 def test_a_two_word_text_alone_gets_its_entity(own_run):
     found, = load_tagger(own_run, device="cpu").tag(["my wuggle"])
     assert [(e.type, e.text) for e in found] == [("gadget-2", "wuggle")] and found[0].score > 0.5
+
+
+def test_a_labels_file_fixes_the_order_and_the_training_file_is_read_against_it(own_data, smollm2_dir, tmp_path):
+    order = ["B-place", "I-place", "O", "B-gadget-2", "I-gadget-2"]
+    (tmp_path / "labels.txt").write_text("\n".join(order) + "\n")
+    out = tmp_path / "run"
+    train(TrainConfig(model=str(smollm2_dir), data=str(own_data), out=str(out), labels=str(tmp_path / "labels.txt"),
+                      batch_size=8, max_steps=2, subset_eval_every=None, train_eval_sentences=0))
+    assert json.loads((out / "run.json").read_text())["labels"] == order
+    (tmp_path / "labels.txt").write_text("O\nB-place\nI-place\n")
+    message = re.escape(str(own_data / "train.txt")) + r":\d+: tag B-gadget-2 is not in the run's label set"
+    with pytest.raises(ConllFormatError, match=message):
+        train(TrainConfig(model=str(smollm2_dir), data=str(own_data), out=str(tmp_path / "other"),
+                          labels=str(tmp_path / "labels.txt"), max_steps=1))
