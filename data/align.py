@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import TypeVar
 
-from data.conll import Sentence
+from data.conll import Sentence, document_spans
 from data.labels import LabelSet
 from model.tagger import IGNORE_INDEX
 from model.tokenizer import Tokenizer
@@ -93,7 +93,7 @@ def build_examples(
         return cache[word]
 
     examples: list[Example] = []
-    for start, end in _documents(sentences):
+    for start, end in document_spans(sentences):
         stream = _word_stream(sentences, start, end, encode, budget, max_len)
         sizes = [len(ids) for _, _, ids in stream]
         offsets = [0, *accumulate(sizes)]  # offsets[i]: tokens before word i of the stream
@@ -126,12 +126,6 @@ def _label_ids(sentences: Sequence[Sentence], labels: LabelSet | None) -> dict[s
                 raise ValueError(f"sentence {s} (line {sentence.line + w}): tag {tag} is not in the label set "
                                  f"({labels if labels is not None else 'none given'})")
     return label_ids
-
-
-def _documents(sentences: Sequence[Sentence]) -> list[tuple[int, int]]:
-    """[start, end) of each document: each run of consecutive sentences with one doc_id."""
-    bounds = [0] + [s for s in range(1, len(sentences)) if sentences[s].doc_id != sentences[s - 1].doc_id]
-    return list(zip(bounds, bounds[1:] + [len(sentences)])) if sentences else []
 
 
 def _word_stream(

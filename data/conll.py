@@ -53,6 +53,12 @@ class Sentence:
             raise ValueError(f"sentence at line {self.line}: {len(self.words)} words but {len(self.tags)} tags")
 
 
+def document_spans(sentences: Sequence[Sentence]) -> list[tuple[int, int]]:
+    """[start, end) of each document: each run of consecutive sentences with one doc_id."""
+    bounds = [0] + [s for s in range(1, len(sentences)) if sentences[s].doc_id != sentences[s - 1].doc_id]
+    return list(zip(bounds, bounds[1:] + [len(sentences)])) if sentences else []
+
+
 def read_conll(path: str | Path, scheme: str = "auto", labels: LabelSet | None = None) -> list[Sentence]:
     """Read a CoNLL file into sentences with IOB2 tags (see the module docstring for the rules)."""
     with open(path, encoding="utf-8-sig") as f:

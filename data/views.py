@@ -16,9 +16,11 @@ import random
 import unicodedata
 from collections.abc import Sequence
 
-from data.conll import Sentence
+from data.conll import Sentence, document_spans
 
 VIEWS: tuple[str, ...] = ("documents", "alone", "bare")
+VIEW_NAMES: dict[str, str] = {"documents": "as documents", "alone": "sentence by sentence",
+                              "bare": "without final punctuation"}  # how reports and curves call them
 
 
 def alone(sentences: Sequence[Sentence]) -> list[Sentence]:
@@ -47,7 +49,7 @@ def views(sentences: Sequence[Sentence]) -> dict[str, list[Sentence]]:
     documents = list(sentences)
     own = len({s.doc_id for s in documents}) == len(documents)
     single = documents if own else alone(documents)
-    return {"documents": documents, "alone": single, "bare": [without_final_punctuation(s) for s in alone(documents)]}
+    return {"documents": documents, "alone": single, "bare": [without_final_punctuation(s) for s in single]}
 
 
 def split_documents(sentences: Sequence[Sentence], fraction: float, seed: int) -> list[Sentence]:
@@ -55,8 +57,7 @@ def split_documents(sentences: Sequence[Sentence], fraction: float, seed: int) -
     the other documents stay whole. Doc ids are renumbered in order, so every document is still one run."""
     if fraction == 0:
         return list(sentences)
-    starts = [i for i in range(len(sentences)) if i == 0 or sentences[i].doc_id != sentences[i - 1].doc_id]
-    documents = list(zip(starts, starts[1:] + [len(sentences)]))
+    documents = document_spans(sentences)
     chosen = set(random.Random(seed).sample(range(len(documents)), round(fraction * len(documents))))
     out, doc_id = [], 0
     for d, (start, end) in enumerate(documents):

@@ -18,11 +18,8 @@ from data.decode import DECODERS
 from data.metrics import conlleval_report
 from data.schemes import SCHEMES
 from tag.run import load_run
-from data.views import views
+from data.views import VIEW_NAMES, views
 from train.evaluation import once_per_view, tag_and_score
-
-VIEW_NAMES = {"documents": "as documents", "alone": "sentence by sentence",
-              "bare": "without final punctuation"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from data.views import VIEW_NAMES
 from model.files import atomic_file
 from train.run_dir import CURVES_FILE, METRICS_FILE
 
@@ -129,9 +130,9 @@ def draw_loss(ax: Axes, records: list[dict]) -> None:
 
 
 def draw_f1(ax: Axes, records: list[dict]) -> None:
-    draw_evaluations(ax, records, [("valid_f1", "valid as documents", VALID),
-                                   ("valid_alone_f1", "valid sentence by sentence", VALID_ALONE),
-                                   ("valid_bare_f1", "valid without final punctuation", VALID_BARE),
+    draw_evaluations(ax, records, [("valid_f1", f"valid {VIEW_NAMES['documents']}", VALID),
+                                   ("valid_alone_f1", f"valid {VIEW_NAMES['alone']}", VALID_ALONE),
+                                   ("valid_bare_f1", f"valid {VIEW_NAMES['bare']}", VALID_BARE),
                                    ("train_f1", "train sample", TRAIN_SAMPLE)])
     ax.set_title("Entity F1 (%)")
     values = np.concatenate([line.get_ydata() for line in ax.get_lines()] + [np.empty(0)])

@@ -28,7 +28,7 @@ from data.batching import Plan, bucketed_plan, collate, shard_plan
 from data.conll import Sentence, read_conll
 from data.download import resolve_data_dir
 from data.labels import LabelSet
-from data.views import VIEWS, split_documents, views
+from data.views import VIEW_NAMES, VIEWS, split_documents, views
 from lora.inject import count_parameters
 from model import load_tokenizer
 from model.tagger import Tagger
@@ -299,8 +299,8 @@ def evaluate(run: Run, progress: Progress, valid: dict[str, Scored], seen: Score
 
 
 def three_scores(record: dict[str, Any]) -> str:
-    return (f"{record['valid_f1']:.2f} as documents, {record['valid_alone_f1']:.2f} sentence by sentence, "
-            f"{record['valid_bare_f1']:.2f} without final punctuation (mean {record['valid_mean_f1']:.2f})")
+    f1 = {"documents": record["valid_f1"], **{view: record[f"valid_{view}_f1"] for view in VIEWS[1:]}}
+    return ", ".join(f"{f1[view]:.2f} {VIEW_NAMES[view]}" for view in VIEWS) + f" (mean {record['valid_mean_f1']:.2f})"
 
 
 def keep_if_best(run: Run, progress: Progress, record: dict[str, Any]) -> bool:
