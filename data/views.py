@@ -5,8 +5,8 @@
 - `bare`: alone, without the sentence's final punctuation, as headlines and chat messages come.
 
 A model trained only on whole documents can score well on the first and collapse on the other two (it never saw
-a short text right after BOS), so training reports all three (train/loop.py), and `split_documents` lets it train
-on some documents sentence by sentence.
+a short text right after BOS), so training reports all three (train/loop.py), and trains on sentences taken out of
+their documents besides the documents (`taken_out`; or instead of some of them, `split_documents`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ VIEW_NAMES: dict[str, str] = {"documents": "as documents", "alone": "sentence by
 def alone(sentences: Sequence[Sentence]) -> list[Sentence]:
     """Every sentence its own document."""
     return [dataclasses.replace(s, doc_id=i, doc_start=False) for i, s in enumerate(sentences)]
+
+
+def taken_out(sentences: Sequence[Sentence]) -> list[Sentence]:
+    """Every sentence that shares its document with others, as a document of its own: what `--window both` trains
+    besides the document windows (a sentence that is a document by itself is already alone there)."""
+    return alone([sentences[s] for start, end in document_spans(sentences) if end - start > 1
+                  for s in range(start, end)])
 
 
 def is_punctuation(word: str) -> bool:

@@ -49,7 +49,7 @@ def trained_run(tmp_path_factory, conll_slice, smollm2_dir) -> Path:
 
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(model=str(smollm2_dir), data=str(conll_slice), out=str(out), window="sentence",
-                         epochs=2, batch_size=8, lr=1e-3, eval_every=30, checkpoint_every=30,
+                         epochs=2, batch_size=8, batch_tokens=None, lr=1e-3, eval_every=30, checkpoint_every=30,
                          subset_eval_every=20, subset_eval_sentences=40)
     train(config)
     return out

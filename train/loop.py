@@ -28,7 +28,7 @@ from data.batching import Plan, bucketed_plan, collate, shard_plan
 from data.conll import Sentence, read_conll
 from data.download import resolve_data_dir
 from data.labels import LabelSet
-from data.views import VIEW_NAMES, VIEWS, split_documents, views
+from data.views import VIEW_NAMES, VIEWS, split_documents, taken_out, views
 from lora.inject import count_parameters
 from model import load_tokenizer
 from model.tagger import Tagger
@@ -155,6 +155,8 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     optimizer = AdamW([p for p in tagger.parameters() if p.requires_grad], lr=config.lr,
                       weight_decay=config.weight_decay)
     train_examples = scored(split_documents(train_sentences, config.alone_fraction, config.seed)).examples
+    if config.window == "both":
+        train_examples += scored(taken_out(train_sentences)).examples
     batch_size = rank_batch_size(config.batch_size, config.grad_accum, world)
     batch_tokens = None
     if config.batch_tokens is not None:

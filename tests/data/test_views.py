@@ -1,7 +1,7 @@
 """data/views.py: validation as documents, sentence by sentence, and without final punctuation."""
 
 from data.conll import Sentence
-from data.views import alone, split_documents, views, without_final_punctuation
+from data.views import alone, split_documents, taken_out, views, without_final_punctuation
 
 
 def test_alone_makes_every_sentence_its_own_document():
@@ -46,3 +46,11 @@ def test_split_documents_cuts_the_drawn_share_of_documents_into_sentences():
     assert [s.doc_id for s in split] == sorted(s.doc_id for s in split)  # each document one run, in order
     assert split_documents(sentences, 0.4, seed=1) == split and split_documents(sentences, 0.4, seed=2) != split
     assert len(set(s.doc_id for s in split_documents(sentences, 1.0, seed=0))) == 30
+
+
+def test_taken_out_gives_the_sentences_of_longer_documents_alone():
+    sentences = [Sentence(["a"], ["O"], doc_id=0), Sentence(["b"], ["O"], doc_id=0), Sentence(["c"], ["O"], doc_id=1),
+                 Sentence(["d"], ["B-X"], doc_id=2), Sentence(["e"], ["O"], doc_id=2), Sentence(["f"], ["O"], doc_id=2)]
+    out = taken_out(sentences)
+    assert [s.words for s in out] == [["a"], ["b"], ["d"], ["e"], ["f"]]  # c is a document by itself: already alone
+    assert len({s.doc_id for s in out}) == 5 and out[2].tags == ["B-X"]

@@ -59,7 +59,7 @@ def own_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def own_run(tmp_path_factory, own_data, smollm2_dir) -> Path:
     out = tmp_path_factory.mktemp("own_run")
-    train(TrainConfig(model=str(smollm2_dir), data=str(own_data), out=str(out), batch_size=8, max_steps=24,
+    train(TrainConfig(model=str(smollm2_dir), data=str(own_data), out=str(out), batch_size=8, batch_tokens=None, max_steps=24,
                       lr=3e-3, subset_eval_every=None, train_eval_sentences=0))
     return out
 
@@ -118,7 +118,7 @@ def test_a_labels_file_fixes_the_order_and_the_training_file_is_read_against_it(
     (tmp_path / "labels.txt").write_text("\n".join(order) + "\n")
     out = tmp_path / "run"
     train(TrainConfig(model=str(smollm2_dir), data=str(own_data), out=str(out), labels=str(tmp_path / "labels.txt"),
-                      batch_size=8, max_steps=2, subset_eval_every=None, train_eval_sentences=0))
+                      batch_size=8, batch_tokens=None, max_steps=2, subset_eval_every=None, train_eval_sentences=0))
     assert json.loads((out / "run.json").read_text())["labels"] == order
     (tmp_path / "labels.txt").write_text("O\nB-place\nI-place\n")
     message = re.escape(str(own_data / "train.txt")) + r":\d+: tag B-gadget-2 is not in the run's label set"

@@ -35,7 +35,11 @@ def test_data_settings():
     assert settings == ("bioes", "labels.txt", 0.5, 512)
     assert parse_args([]).scheme == "auto" and parse_args([]).labels is None
     wnut = parse_args(["--recipe", "wnut17"])
-    assert wnut.window == "sentence" and wnut.batch_size == 16
+    assert wnut.window == "sentence" and wnut.batch_size == 16 and wnut.batch_tokens is None
+    default = parse_args([])
+    assert default.window == "both" and default.batch_tokens == 512  # the default recipe
+    assert parse_args(["--batch-size", "4"]).batch_tokens is None  # a batch size alone: steps of 4 windows
+    assert parse_args(["--batch-size", "4", "--batch-tokens", "1024"]).batch_tokens == 1024
     for flags, message in [(["--scheme", "bilou"], "scheme must be one of"),
                            (["--alone-fraction", "1.5"], r"alone_fraction must be in \[0, 1\]"),
                            (["--window", "sentence", "--alone-fraction", "0.5"], "use --window document"),

@@ -56,7 +56,7 @@ def run_config(tiny_model: Path, small_conll: Path, out: Path, **changes) -> Tra
     """48 sentences, a global batch of 8 (4 per rank, in 2 micro-batches): 6 steps per epoch, 8 steps in all,
     evaluated at the end of each epoch and of the run; no dropout, so the ranks compute what one process does."""
     settings = dict(model=str(tiny_model), data=str(small_conll), out=str(out), window="sentence", limit=48,
-                    batch_size=8, grad_accum=2, max_steps=8, lr=1e-3, weight_decay=0.01, checkpoint_every=2,
+                    batch_size=8, batch_tokens=None, grad_accum=2, max_steps=8, lr=1e-3, weight_decay=0.01, checkpoint_every=2,
                     head_dropout=0.0, lora_dropout=0.0, eval_max_tokens=256)
     return TrainConfig(**{**settings, **changes})
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from data.align import build_examples
-from data.conll import read_conll
+from data.conll import document_spans, read_conll
 from data.labels import LabelSet
 from data.views import split_documents
 from model import load_tokenizer
@@ -20,7 +20,7 @@ from tests.conll_data import needs_conll, records
 from train.config import TrainConfig
 from train.evaluation import tag_and_score
 from train.distributed import SINGLE_PROCESS
-from train.loop import epoch_plan, train
+from train.loop import epoch_plan, set_up, train
 from train.run_dir import ADAPTER_DIR, CHECKPOINT_FILE
 
 
@@ -66,7 +66,7 @@ def test_run_json_names_the_code_the_run_was_made_with(trained_run):
 
 @needs_conll
 def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_model, conll_slice, tmp_path):
-    settings = dict(model=str(tiny_model), data=str(conll_slice), window="sentence", limit=96, batch_size=8,
+    settings = dict(model=str(tiny_model), data=str(conll_slice), window="sentence", limit=96, batch_size=8, batch_tokens=None,
                     epochs=2, lr=1e-3, eval_every=9, checkpoint_every=4, head_dropout=0.1, lora_dropout=0.1)
     whole = TrainConfig(out=str(tmp_path / "whole"), **settings)
     train(whole)
@@ -96,7 +96,7 @@ def test_document_windows_train_and_evaluate_alike(tiny_model, conll_slice, tmp_
     """With --window document the run trains and evaluates on windows over whole documents, and
     a reloaded run rebuilds the same windows from run.json: it reproduces the run's validation loss."""
     config = TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(tmp_path / "run"), limit=64,
-                         window="document", max_len=64, stride=48, batch_size=2, max_steps=6, lr=1e-2,
+                         window="document", max_len=64, stride=48, batch_size=2, batch_tokens=None, max_steps=6, lr=1e-2,
                          train_eval_sentences=0)
     best = train(config)
     assert "train_f1" not in best  # train_eval_sentences=0 switches the training-subset score off
@@ -119,7 +119,7 @@ def test_token_budget_batches_mix_sentence_and_document_windows(tiny_model, conl
     sentences = read_conll(conll_slice / "train.txt")
     labels = LabelSet.from_sentences((s.tags for s in sentences), "train.txt")
     tokenizer = load_tokenizer(tiny_model)
-    config = TrainConfig(alone_fraction=0.5, batch_tokens=512)
+    config = TrainConfig(window="document", alone_fraction=0.5, batch_tokens=512)
     split = split_documents(sentences, config.alone_fraction, config.seed)
     examples = build_examples(split, tokenizer, config.max_len, **config.window_settings(), labels=labels)
     whole = build_examples(sentences, tokenizer, config.max_len, **config.window_settings(), labels=labels)
@@ -128,6 +128,28 @@ def test_token_budget_batches_mix_sentence_and_document_windows(tiny_model, conl
     assert sorted(i for batch in plan for i in batch) == list(range(len(examples)))
     assert all(len(batch) * max(len(examples[i].input_ids) for i in batch) <= 512 for batch in plan)
     assert max(len(batch) for batch in plan) > 2  # short windows share a step
+
+
+@needs_conll
+def test_the_default_window_trains_each_sentence_in_its_document_and_alone(tiny_model, conll_slice, tmp_path):
+    """--window both (the default): the document windows, then one window per sentence of a longer document, BOS
+    and the sentence's own tokens, every word labelled; steps filled to 512 padded tokens."""
+    config = TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(tmp_path), limit=64)
+    assert config.window == "both" and config.batch_tokens == 512
+    run = set_up(config, SINGLE_PROCESS, torch.device("cpu"))
+    sentences = read_conll(conll_slice / "train.txt")[:64]
+    documents = build_examples(sentences, run.tokenizer, config.max_len, **config.window_settings(),
+                               labels=run.labels)
+    assert [e.input_ids for e in run.train_examples[: len(documents)]] == [e.input_ids for e in documents]
+    longer = [sentences[s] for a, b in document_spans(sentences) if b - a > 1 for s in range(a, b)]
+    taken = run.train_examples[len(documents):]
+    assert longer and len(taken) == len(longer)  # a document of one sentence is already alone (tests/data)
+    for example, sentence in zip(taken, longer):
+        tokens = [t for word in sentence.words for t in run.tokenizer.encode(" " + word, bos=False)]
+        assert example.input_ids == [run.tokenizer.bos_id, *tokens]
+        assert [run.labels.labels[example.labels[p]] for p in example.positions] == sentence.tags
+    plan = run.epoch_plan(0)
+    assert all(len(b) * max(len(run.train_examples[i].input_ids) for i in b) <= 512 for b in plan)
 
 
 @needs_conll
