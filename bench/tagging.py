@@ -4,14 +4,16 @@ on our own merged export of the same run, on the same texts, one after the other
     python -m bench.tagging --run RUN_DIR --data FILE [--limit N]
 
 Texts are the sentences of FILE (a CoNLL file), each joined by spaces and tagged alone, one per line:
-  api        `load_tagger(run).tag(texts)` in this process, after loading (LoRA merged into the weights);
-  predict    `python -m tag.predict --run RUN_DIR` as a whole process, the texts on stdin, JSON lines out;
+  api        `load_tagger(run, int8=False).tag(texts)` in this process, after loading (LoRA merged into the weights);
+  api, int8  the same with int8 linear layers (tag/quantize.py);
+  predict    `python -m tag.predict --run RUN_DIR` as a whole process, the texts on stdin, JSON lines out (its
+             default on a CPU: int8);
   pipeline   `transformers.pipeline("token-classification", aggregation_strategy="first", batch_size=16)` on
              `tag.export --format merged` of the run, as a whole process, the same texts.
 Whole processes include starting Python and loading the model, as a user's command does. Cold start is the time from
 starting `tag.predict` with one text to its first JSON line. MFU: our model FLOPs (bench/flops.py, forward only, over
-the real tokens of each text's window) per second of the API's tagging, against the float32 matmul ceiling
-measured in the same run.
+the real tokens of each text's window) per second of the float32 API's tagging, against the float32 matmul
+ceiling measured in the same run.
 """
 
 from __future__ import annotations
@@ -74,27 +76,29 @@ def main(argv: list[str] | None = None) -> int:
         lines.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
         merged = export_run(args.run, Path(tmp) / "merged", "merged")
 
-        tagger = load_tagger(args.run, device="cpu")
+        seconds: dict[str, float] = {}
+        for name, int8 in (("api", False), ("api, int8", True)):
+            tagger = load_tagger(args.run, device="cpu", int8=int8)
+            start = time.perf_counter()
+            found = tagger.tag(texts)
+            seconds[name] = time.perf_counter() - start
         lengths = [len(tagger.run.tokenizer.encode(" " + t, bos=False)) + 1 for t in texts]  # + BOS
-        start = time.perf_counter()
-        found = tagger.tag(texts)
-        api = time.perf_counter() - start
         config = tagger.run.tagger.backbone.config
         del tagger
-        predict, out = timed([sys.executable, "-m", "tag.predict", "--run", str(args.run)], stdin=lines)
+        seconds["predict"], out = timed([sys.executable, "-m", "tag.predict", "--run", str(args.run)], stdin=lines)
         assert len(out.splitlines()) == len(texts), "predict dropped a line"
-        pipeline, _ = timed([sys.executable, "-c", PIPELINE, str(merged), str(lines)])
+        seconds["pipeline"], _ = timed([sys.executable, "-c", PIPELINE, str(merged), str(lines)])
         cold = cold_start(args.run)
     ceiling = matmul_ceiling(torch.device("cpu"), torch.float32)
     flops = forward_flops_per_token(config, mean_attended(lengths))
     tokens = sum(lengths)
-    print(f"{len(texts)} texts from {args.data}, {tokens} tokens, {sum(map(len, found))} entities (API); "
+    print(f"{len(texts)} texts from {args.data}, {tokens} tokens, {sum(map(len, found))} entities (API, int8); "
           f"{torch.get_num_threads()} threads; float32 matmul ceiling {ceiling / 1e9:.0f} GFLOP/s")
     print(f"{'':10} {'seconds':>8} {'texts/s':>8} {'tokens/s':>9} {'x pipeline':>11} {'MFU':>6}")
-    for name, seconds in (("api", api), ("predict", predict), ("pipeline", pipeline)):
-        mfu = f"{tokens * flops / seconds / ceiling:6.1%}" if name == "api" else ""
-        print(f"{name:10} {seconds:8.1f} {len(texts) / seconds:8.1f} {tokens / seconds:9.0f} "
-              f"{pipeline / seconds:10.2f}x {mfu:>6}")
+    for name, time_taken in seconds.items():
+        mfu = f"{tokens * flops / time_taken / ceiling:6.1%}" if name == "api" else ""  # a float32 ceiling
+        print(f"{name:10} {time_taken:8.1f} {len(texts) / time_taken:8.1f} {tokens / time_taken:9.0f} "
+              f"{seconds['pipeline'] / time_taken:10.2f}x {mfu:>6}")
     print(f"cold start of tag.predict (process start to the first JSON line of one text): {cold:.1f} s")
     return 0
 

@@ -1,7 +1,7 @@
 """Using a trained tagger: the Python API (tag/tagger.py: `load_tagger(run_dir).tag(texts)` gives scored
-entities), load a run (tag/run.py), score it on a CoNLL file (tag/evaluate.py), tag text or CoNLL files
-(tag/predict.py; raw text is split into words as CoNLL-2003 splits them, tag/words.py), and export it for Hugging
-Face users (tag/export.py).
+entities), load a run (tag/run.py; optionally with int8 matmuls on a CPU, tag/quantize.py), score it on a CoNLL
+file (tag/evaluate.py), tag text or CoNLL files (tag/predict.py; raw text is split into words as CoNLL-2003 splits
+them, tag/words.py), and export it for Hugging Face users (tag/export.py).
 
 May import model, lora, data and train (for a run's settings and the evaluation pass it shares with training);
 nothing imports tag but bench and tests.

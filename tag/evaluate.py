@@ -17,8 +17,8 @@ from data.conll import read_conll, write_conlleval
 from data.decode import DECODERS
 from data.metrics import conlleval_report
 from data.schemes import SCHEMES
-from tag.run import load_run
 from data.views import VIEW_NAMES, views
+from tag.run import load_run
 from train.evaluation import once_per_view, tag_and_score
 
 
@@ -31,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
     parser.add_argument("--decode", choices=DECODERS, help="how scores become tags (default: the run's setting)")
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction,
+                        help="int8 linear layers (tag/quantize.py); default: on a CPU, as predict tags")
     args = parser.parse_args(argv)
 
-    run = load_run(args.run, device=args.device, model=args.model)
+    run = load_run(args.run, device=args.device, model=args.model, int8=args.int8)
     config = dataclasses.replace(run.config, decode=args.decode) if args.decode else run.config
     sentences = read_conll(args.data, args.scheme, run.labels)
     if any(s.tags is None for s in sentences):
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     result = by_view["documents"]
     print(conlleval_report(result.scores))
     print("F1 by decoder: " + ", ".join(f"{d} {f1:.2f}" for d, f1 in result.f1_by_decoder.items()))
+    print(f"linear layers: {'int8' if run.int8 else 'bf16' if run.bf16 else 'float32'}")
     print("F1 by view: " + ", ".join(f"{VIEW_NAMES[v]} {r.scores.f1:.2f}" for v, r in by_view.items()))
     if args.out:
         write_conlleval(args.out, sentences, result.tags)

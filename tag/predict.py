@@ -72,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="/dev/stdout", help="where CoNLL output goes (default: stdout)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction,
+                        help="int8 linear layers (tag/quantize.py); default: on a CPU")
     parser.add_argument("texts", nargs="*", help="texts to tag; read from stdin (one per line) when none")
     args = parser.parse_args(argv)
     if args.conll and args.texts:
         parser.error("give either --conll FILE or texts, not both")
 
-    tagger = load_tagger(args.run, device=args.device, model=args.model)
+    tagger = load_tagger(args.run, device=args.device, model=args.model, int8=args.int8)
     run = tagger.run
     if args.conll:
         sentences = [dataclasses.replace(s, tags=None) for s in read_conll(args.conll)]  # any tags: ignored

@@ -14,6 +14,7 @@ from lora.io import WEIGHTS_NAME
 from model import load_tokenizer
 from model.tagger import Tagger
 from model.tokenizer import Tokenizer
+from tag.quantize import quantize_int8, use_int8
 from train.build import build_tagger, keep_trainable_in_float32
 from train.config import TrainConfig
 from train.device import resolve_device, use_bf16
@@ -30,17 +31,20 @@ class LoadedRun:
     config: TrainConfig
     labels: LabelSet
     device: torch.device
+    int8: bool = False  # the transformer blocks' linear layers run in int8 (tag/quantize.py)
 
     @property
     def bf16(self) -> bool:
         return use_bf16(self.config.precision, self.device)
 
 
-def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None, merge: bool = True) -> LoadedRun:
+def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None, merge: bool = True,
+             int8: bool | None = False) -> LoadedRun:
     """Rebuild the trained tagger of a run directory. `model` overrides the base checkpoint path.
 
     With `merge` (for tagging) every LoRA update is folded into its frozen weight, W + (alpha / r) B A, so a
     forward pass costs what the base model's does; `merge=False` keeps the adapters apart (for the PEFT export).
+    `int8` quantizes the merged linear layers (tag/quantize.py): True, False, or None for the CPU default.
     """
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
@@ -55,5 +59,10 @@ def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None
     keep_trainable_in_float32(tagger)
     if merge and lora_modules(tagger):
         merge_lora(tagger)
+    int8 = use_int8(int8, resolved)
+    if int8:
+        if not merge:
+            raise ValueError("int8 quantizes the merged weights; it cannot keep the adapters apart (merge=False)")
+        quantize_int8(tagger)
     return LoadedRun(tagger.eval(), load_tokenizer(config.model), config, LabelSet(tuple(info["labels"])),
-                     resolved)
+                     resolved, int8)

@@ -17,11 +17,11 @@ from tests.conll_data import needs_conll, records
 def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice, tmp_path, capsys):
     out = tmp_path / "pred.txt"
     assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"),
-                              "--out", str(out)]) == 0
+                              "--out", str(out), "--no-int8"]) == 0  # training evaluates in float32
     report = capsys.readouterr().out
     kept = max(records(trained_run, "eval"), key=lambda r: r["valid_mean_f1"])  # the record of the kept adapter
     best = kept["valid_f1"]
-    assert f"{best:.2f}" in report
+    assert f"{best:.2f}" in report and "linear layers: float32" in report
     gold = read_conll(conll_slice / "valid.txt")
     lines = out.read_text().split("\n")
     word_lines = [line for line in lines if line and not line.startswith("-DOCSTART-")]
@@ -34,13 +34,16 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
     assert set(by_decoder) == {"viterbi", "argmax"} and by_decoder["viterbi"] == best
     for decoder in ("viterbi", "argmax"):
         assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"),
-                                  "--out", str(out), "--decode", decoder]) == 0
+                                  "--out", str(out), "--decode", decoder, "--no-int8"]) == 0
         report = capsys.readouterr().out
         assert f"F1 by decoder: viterbi {by_decoder['viterbi']:.2f}, argmax {by_decoder['argmax']:.2f}" in report
         assert f"{by_decoder[decoder]:.2f}" in report.split("F1 by decoder")[0]
         blocks = out.read_text().split("\n\n")
         predicted = [[line.split()[2] for line in block.splitlines()] for block in blocks]
         assert all(to_iob2(tags, "iob2") == tags for tags in predicted)
+    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"), "--int8"]) == 0
+    report = capsys.readouterr().out
+    assert "linear layers: int8" in report and abs(f1_by_view(report)[0] - best) < 2.0
 
 
 
@@ -73,11 +76,11 @@ PUNCTUATION = {".", "?", "!", '"', "'", ":", ";", ",", "...", "-", "(", ")"}
 @needs_conll
 def test_evaluate_and_training_report_three_views(trained_run, conll_slice, tmp_path, capsys):
     valid = conll_slice / "valid.txt"
-    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(valid)]) == 0
+    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(valid), "--no-int8"]) == 0
     documents, alone, bare = f1_by_view(capsys.readouterr().out)
     for path, expected in ((rewrite(valid, tmp_path / "alone.txt", False), alone),
                            (rewrite(valid, tmp_path / "bare.txt", True), bare)):
-        assert evaluate_cli.main(["--run", str(trained_run), "--data", str(path)]) == 0
+        assert evaluate_cli.main(["--run", str(trained_run), "--data", str(path), "--no-int8"]) == 0
         assert f1_by_view(capsys.readouterr().out)[0] == expected, path.name
     kept = max(records(trained_run, "eval"), key=lambda r: r["valid_mean_f1"])
     assert [kept["valid_f1"], kept["valid_alone_f1"], kept["valid_bare_f1"]] == pytest.approx([documents, alone, bare],

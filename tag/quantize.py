@@ -1,0 +1,77 @@
+"""Int8 tagging on a CPU: the seven projections of every transformer block as int8 matmuls.
+
+The projections hold nearly all of a tagger's FLOPs. Each weight is stored once in int8 with a scale per output row;
+at every call each token's activations get a scale of their own ("vector-wise" quantization, Dettmers et al. 2022,
+"LLM.int8()", arXiv:2208.07339), the matmul runs on int8 with int32 sums (`torch._int_mm`)
+and the result is scaled back to float32:
+
+    y = x W^T + b  ~  (s_x s_w^T) * (round(x / s_x) @ round(W / s_w)^T) + b,   s_x = max|x_t| / 127 per token t,
+                                                                              s_w = max|W_o| / 127 per output o.
+
+A scale per token, not one per batch, is what keeps the F1: torch.ao's dynamic quantization (one 7-bit scale for all
+tokens of a batch) lost 2.6 F1 on CoNLL-2003 and 11.6 on WNUT-17; this loses 0.03 to 0.22 and 0.56
+(docs/performance.md). Attention, the norms, the embedding and the head stay in float32. Since the loss is above
+the 0.1 allowed, int8 is a choice (`--int8`, `load_tagger(..., int8=True)`), not the default.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lora.inject import LLAMA_TARGETS
+from model.tagger import Tagger
+
+INT8_ON_CPU = False  # the default of tagging on a CPU: in int8 F1 falls by up to 0.22 (0.56 on WNUT-17)
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, n) float -> (rows, n) int8 and the (rows, 1) float32 scales that bring it back: x ~ q * scale."""
+    scale = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / 127
+    return (x / scale).round().clamp(-127, 127).to(torch.int8), scale
+
+
+class Int8Linear(nn.Module):
+    """A linear layer computed in int8: weights quantized once per output row, activations at every call per
+    token (formula in the module docstring)."""
+
+    def __init__(self, linear: nn.Module):
+        super().__init__()
+        if getattr(linear, "merged", True) is False:
+            raise ValueError("quantize a LoRA layer after merging it (merge_lora): its update would be lost")
+        weight, scale = quantize_rows(linear.weight.detach())  # (out, in) int8, (out, 1)
+        self.register_buffer("weight_t", weight.t().contiguous())  # (in, out): the layout _int_mm takes
+        self.register_buffer("weight_scale", scale.t().contiguous())  # (1, out)
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)  # (N, in): the padding-free stack of tokens
+        q, scale = quantize_rows(rows)
+        y = torch._int_mm(q, self.weight_t).float().mul_(scale).mul_(self.weight_scale)  # (N, out) int32 -> float32
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def quantize_int8(tagger: Tagger) -> Tagger:
+    """Put an Int8Linear in place of each projection of the tagger's transformer blocks (a LoRA layer must be merged
+    first). The tied vocabulary projection, which a tagger never calls, and the head stay as they are. CPU only."""
+    if next(tagger.parameters()).device.type != "cpu":
+        raise ValueError("int8 tagging runs on a CPU; load the run with device='cpu'")
+    layers = tagger.backbone.layers
+    for name, module in list(layers.named_modules()):
+        parent, _, attr = name.rpartition(".")
+        if attr in LLAMA_TARGETS:
+            setattr(layers.get_submodule(parent), attr, Int8Linear(module))
+    return tagger
+
+
+def use_int8(int8: bool | None, device: torch.device) -> bool:
+    """Whether to tag in int8: as asked, or (None) the CPU default."""
+    if int8 and device.type != "cpu":
+        raise ValueError(f"int8 tagging runs on a CPU, not on {device}")
+    return INT8_ON_CPU and device.type == "cpu" if int8 is None else int8

@@ -1,0 +1,78 @@
+"""tag/quantize.py: int8 linear layers compute what float32 ones do, and a tagger with them tags as the float32 one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from data.conll import read_conll
+from lora.layer import LoRALinear
+from tag.quantize import INT8_ON_CPU, Int8Linear, use_int8
+from tag.run import load_run
+from tests.conll_data import needs_conll
+from train.evaluation import tag_and_score
+
+
+def test_int8_linear_is_exact_on_values_its_scales_represent_and_close_on_others():
+    g = torch.Generator().manual_seed(0)
+    # Integers up to 127 with a 127 in each row (each token, each output row): the scales are 1 and nothing rounds,
+    # so int8 gives float32's answer exactly.
+    weight = torch.randint(-127, 128, (24, 40), generator=g).float()
+    weight[:, 0] = 127
+    x = torch.randint(-127, 128, (2, 5, 40), generator=g).float()
+    x[..., 3] = -127
+    linear = nn.Linear(40, 24)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+    torch.testing.assert_close(Int8Linear(linear)(x), linear(x), rtol=0, atol=1e-3)
+    # Random values: within the rounding of 8 bits (a relative error of about 1 %).
+    linear = nn.Linear(576, 192, bias=False)
+    x = torch.randn(7, 576, generator=g)
+    error = (Int8Linear(linear)(x) - linear(x)).norm() / linear(x).norm()
+    assert 0 < error < 0.02
+
+
+def test_an_unmerged_lora_layer_is_refused():
+    layer = LoRALinear(nn.Linear(8, 4), r=2, alpha=4)
+    with pytest.raises(ValueError, match="after merging it"):
+        Int8Linear(layer)
+    layer.merge()
+    assert Int8Linear(layer).out_features == 4
+
+
+@needs_conll
+def test_int8_tagger_tags_as_the_float32_one(trained_run, conll_slice):
+    sentences = read_conll(conll_slice / "valid.txt")
+    results = {}
+    for int8 in (False, True):
+        run = load_run(trained_run, device="cpu", int8=int8)
+        assert run.int8 == int8
+        results[int8] = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device,
+                                      run.bf16)
+    projections = [m for name, m in run.tagger.backbone.layers.named_modules() if name.endswith("_proj")]
+    assert len(projections) == 7 * len(run.tagger.backbone.layers)
+    assert all(type(m) is Int8Linear for m in projections)
+    assert run.tagger.head.weight.dtype == run.tagger.backbone.embed_tokens.weight.dtype == torch.float32
+
+    words = [(a, b) for x, y in zip(results[True].tags, results[False].tags) for a, b in zip(x, y)]
+    assert sum(a == b for a, b in words) >= 0.99 * len(words)
+    assert results[True].scores.f1 == pytest.approx(results[False].scores.f1, abs=2.0)
+    probabilities = {k: np.exp(np.concatenate(r.log_probs)) for k, r in results.items()}  # (words, labels)
+    difference = np.abs(probabilities[True] - probabilities[False])
+    assert difference.mean() < 0.01 and difference.max() < 0.5
+
+
+def test_int8_is_a_cpu_choice():
+    assert use_int8(None, torch.device("cpu")) == INT8_ON_CPU
+    assert use_int8(False, torch.device("cpu")) is False and use_int8(True, torch.device("cpu")) is True
+    assert use_int8(None, torch.device("cuda")) is False
+    with pytest.raises(ValueError, match="int8 tagging runs on a CPU, not on cuda"):
+        use_int8(True, torch.device("cuda"))
+
+
+@needs_conll
+def test_int8_needs_the_merged_weights(trained_run):
+    with pytest.raises(ValueError, match="int8 quantizes the merged weights"):
+        load_run(trained_run, device="cpu", merge=False, int8=True)
