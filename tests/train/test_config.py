@@ -29,8 +29,8 @@ def test_cli_flags_and_recipes():
 
 
 def test_data_settings():
-    config = parse_args(["--scheme", "bioes", "--labels", "labels.txt", "--alone-fraction", "0.5",
-                         "--batch-tokens", "512"])
+    config = parse_args(["--scheme", "bioes", "--labels", "labels.txt", "--window", "document",
+                         "--alone-fraction", "0.5", "--batch-tokens", "512"])
     settings = (config.scheme, config.labels, config.alone_fraction, config.batch_tokens)
     assert settings == ("bioes", "labels.txt", 0.5, 512)
     assert parse_args([]).scheme == "auto" and parse_args([]).labels is None
