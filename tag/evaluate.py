@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
     parser.add_argument("--decode", choices=DECODERS, help="how scores become tags (default: the run's setting)")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction,
-                        help="int8 linear layers (tag/quantize.py); default: on a CPU, as predict tags")
+                        help="int8 matmuls on a CPU, as predict --int8 tags (tag/quantize.py); default: off")
     args = parser.parse_args(argv)
 
     run = load_run(args.run, device=args.device, model=args.model, int8=args.int8)

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction,
-                        help="int8 linear layers (tag/quantize.py); default: on a CPU")
+                        help="int8 matmuls on a CPU: twice as fast, a little less accurate (tag/quantize.py); default: off")
     parser.add_argument("texts", nargs="*", help="texts to tag; read from stdin (one per line) when none")
     args = parser.parse_args(argv)
     if args.conll and args.texts:

@@ -91,5 +91,5 @@ class EntityTagger:
 def load_tagger(run_dir: str | Path, device: str = "auto", model: str | None = None, int8: bool | None = None
                 ) -> EntityTagger:
     """The tagger of a run directory written by `python -m train`; `model` overrides the base checkpoint path.
-    `int8`: quantize the linear layers (tag/quantize.py); None: the default, int8 on a CPU."""
+    `int8`: int8 matmuls on a CPU (tag/quantize.py); None: the default, float32 (tag/quantize.py says why)."""
     return EntityTagger(load_run(run_dir, device=device, model=model, merge=True, int8=int8))
