@@ -44,6 +44,9 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     min_lr_ratio: float = 0.1
     clip_grad_norm: float = 1.0
+    # Evaluate and keep an exponential moving average of the trained weights with this decay (train/average.py);
+    # None: the last step's weights. The final evaluation then scores the last weights too ("eval_last" record).
+    average_decay: float | None = None
     epochs: int = 1
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule is sized to it)
     # Batches by size: as many windows as fit in `batch_tokens` padded tokens per step, so that a step of short
@@ -107,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"batch_tokens={self.batch_tokens} cannot hold one window of max_len={self.max_len}")
         if self.window != "sentence" and self.context:
             raise ValueError("--context adds neighbours to sentence windows; document windows already hold them")
+        if self.average_decay is not None and not 0.0 < self.average_decay < 1.0:
+            raise ValueError(f"average_decay must be in (0, 1), got {self.average_decay}")
         unknown = set(self.lora_targets) - set(LLAMA_TARGETS)
         if unknown:
             raise ValueError(f"unknown LoRA targets {sorted(unknown)}; choose from {list(LLAMA_TARGETS)}")
@@ -168,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             if field.name in ("data", "max_steps", "limit", "eval_every", "subset_eval_every", "patience", "stride",
                               "batch_tokens"):
                 kind = int if field.name != "data" else str
+            if field.name == "average_decay":
+                kind = float
             parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
     args = vars(parser.parse_args(argv))
     recipe = args.pop("recipe")
