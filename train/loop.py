@@ -159,8 +159,8 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
         torch.manual_seed(config.seed + world.rank)  # replicas start equal, but draw their own dropout masks
     if world.is_main:
         print(count_parameters(tagger))
-    optimizer = AdamW([p for p in tagger.parameters() if p.requires_grad], lr=config.lr,
-                      weight_decay=config.weight_decay)
+    trainable = [p for p in tagger.parameters() if p.requires_grad]
+    optimizer = AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     train_examples = scored(split_documents(train_sentences, config.alone_fraction, config.seed)).examples
     if config.window == "both":
         train_examples += scored(taken_out(train_sentences)).examples
@@ -172,9 +172,7 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
-    average = None
-    if config.average_decay is not None:
-        average = WeightAverage([p for p in tagger.parameters() if p.requires_grad], config.average_decay)
+    average = WeightAverage(trainable, config.average_decay) if config.average_decay is not None else None
     return Run(config, world, device, use_bf16(config.precision, device), run_dir, resume, labels, tokenizer, tagger,
                optimizer, scheduler, average, train_examples, batch_size, batch_tokens,
                valid=scored_views(valid_sentences),
