@@ -32,10 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
     parser.add_argument("--decode", choices=DECODERS, help="how scores become tags (default: the run's setting)")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction,
-                        help="int8 matmuls on a CPU, as predict --int8 tags (tag/quantize.py); default: off")
+                        help="int8 matmuls on a CPU with VNNI or AMX, as predict --int8 tags (tag/quantize.py); "
+                             "default: off")
     args = parser.parse_args(argv)
 
-    run = load_run(args.run, device=args.device, model=args.model, int8=args.int8)
+    try:
+        run = load_run(args.run, device=args.device, model=args.model, int8=args.int8)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     config = dataclasses.replace(run.config, decode=args.decode) if args.decode else run.config
     sentences = read_conll(args.data, args.scheme, run.labels)
     if any(s.tags is None for s in sentences):

@@ -73,13 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction,
-                        help="int8 matmuls on a CPU: twice as fast, a little less accurate (tag/quantize.py); default: off")
+                        help="int8 matmuls on a CPU with VNNI or AMX: twice as fast, a little less accurate "
+                             "(tag/quantize.py); default: off")
     parser.add_argument("texts", nargs="*", help="texts to tag; read from stdin (one per line) when none")
     args = parser.parse_args(argv)
     if args.conll and args.texts:
         parser.error("give either --conll FILE or texts, not both")
 
-    tagger = load_tagger(args.run, device=args.device, model=args.model, int8=args.int8)
+    try:
+        tagger = load_tagger(args.run, device=args.device, model=args.model, int8=args.int8)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     run = tagger.run
     if args.conll:
         sentences = [dataclasses.replace(s, tags=None) for s in read_conll(args.conll)]  # any tags: ignored

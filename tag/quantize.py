@@ -12,9 +12,15 @@ A scale per token, not one per batch, is what keeps the F1: torch.ao's dynamic q
 tokens of a batch) lost 2.6 F1 on CoNLL-2003 and 11.6 on WNUT-17; this loses 0.03 to 0.22 and 0.56
 (docs/performance.md). Attention, the norms, the embedding and the head stay in float32. Since the loss is above
 the 0.1 allowed, int8 is a choice (`--int8`, `load_tagger(..., int8=True)`), not the default.
+
+It pays only on a CPU with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX). Without them, as on an
+AVX2-only x86, `torch._int_mm` falls back to plain loops: 2.2 to 2.7 GOP/s on the AVX2 EPYC of this project against
+63 to 120 GFLOP/s for float32, 40x slower. There int8 is refused rather than run.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,6 +29,20 @@ from lora.inject import LLAMA_TARGETS
 from model.tagger import Tagger
 
 INT8_ON_CPU = False  # the default of tagging on a CPU: in int8 F1 falls by up to 0.22 (0.56 on WNUT-17)
+INT8_INSTRUCTIONS = ("avx512_vnni", "avx_vnni", "amx_int8")  # the x86 CPU flags of int8 dot products
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def int8_is_fast(cpuinfo: Path = CPUINFO) -> bool | None:
+    """Whether this CPU has int8 dot-product instructions (module docstring), from the x86 flags Linux lists in
+    /proc/cpuinfo; None where it lists none (another system or architecture: it cannot tell, int8 is allowed)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = {word for line in text.splitlines() if line.startswith("flags")
+             for word in line.partition(":")[2].split()}
+    return bool(flags & set(INT8_INSTRUCTIONS)) if flags else None
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,4 +94,8 @@ def use_int8(int8: bool | None, device: torch.device) -> bool:
     """Whether to tag in int8: as asked, or (None) the CPU default."""
     if int8 and device.type != "cpu":
         raise ValueError(f"int8 tagging runs on a CPU, not on {device}")
+    if int8 and int8_is_fast() is False:
+        raise ValueError(f"int8 tagging needs a CPU with int8 dot-product instructions ({', '.join(INT8_INSTRUCTIONS)}"
+                         f" in {CPUINFO}); this one has none, and int8 matmuls would run about 40x slower than "
+                         "float32 here: tag without --int8")
     return INT8_ON_CPU and device.type == "cpu" if int8 is None else int8

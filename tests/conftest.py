@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from weights.convert_gguf import DEFAULT_OUT, convert
 
@@ -53,3 +54,20 @@ def trained_run(tmp_path_factory, conll_slice, smollm2_dir) -> Path:
                          subset_eval_every=20, subset_eval_sentences=40)
     train(config)
     return out
+
+
+def exact_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch._int_mm's int8 x int8 -> int32 product, computed in float64: exact while |sums| < 2^53."""
+    return (a.double() @ b.double()).to(torch.int32)
+
+
+@pytest.fixture
+def int8_anywhere(monkeypatch):
+    """Int8 tagging on any CPU. Without int8 dot-product instructions tag/quantize.py refuses it, and torch._int_mm
+    runs 40x slower than float32: the tests that tag real text in int8 would take most of the suite's time. There
+    the product is `exact_int_mm` instead, which tests/tag/test_quantize.py checks against torch._int_mm itself."""
+    from tag import quantize
+
+    if quantize.int8_is_fast() is False:
+        monkeypatch.setattr(quantize, "int8_is_fast", lambda: True)
+        monkeypatch.setattr(torch, "_int_mm", exact_int_mm)

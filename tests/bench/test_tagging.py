@@ -7,7 +7,7 @@ from tests.conll_data import needs_conll
 
 
 @needs_conll
-def test_tagging_bench_runs_every_system(trained_run, conll_slice, capsys):
+def test_tagging_bench_runs_every_system(trained_run, conll_slice, capsys, int8_anywhere):
     assert tagging.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"), "--limit", "6"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("6 texts from ")

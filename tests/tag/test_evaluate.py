@@ -11,12 +11,12 @@ from data.conll import read_conll
 from data.schemes import to_iob2
 from tag import evaluate as evaluate_cli
 from tag.run import load_run
-from tests.conll_data import needs_conll, records
+from tests.conll_data import needs_conll, records, slice_conll
 from train.evaluation import tag_and_score
 
 
 @needs_conll
-def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice, tmp_path, capsys):
+def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice, int8_anywhere, tmp_path, capsys):
     out = tmp_path / "pred.txt"
     assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"),
                               "--out", str(out), "--no-int8"]) == 0  # training evaluates in float32
@@ -43,12 +43,13 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
         blocks = out.read_text().split("\n\n")
         predicted = [[line.split()[2] for line in block.splitlines()] for block in blocks]
         assert all(to_iob2(tags, "iob2") == tags for tags in predicted)
-    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"), "--int8"]) == 0
-    report = capsys.readouterr().out
     # The int8 flag reaches the tagger: its scores are int8's (tests/tag/test_quantize.py compares the two).
+    head = slice_conll(conll_slice / "valid.txt", tmp_path / "head.txt", 30)
+    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(head), "--int8"]) == 0
+    report = capsys.readouterr().out
     int8_run = load_run(trained_run, device="cpu", int8=True)
-    int8_f1 = tag_and_score(int8_run.tagger, int8_run.tokenizer, int8_run.config, int8_run.labels, gold,
-                            int8_run.device, int8_run.bf16).scores.f1
+    int8_f1 = tag_and_score(int8_run.tagger, int8_run.tokenizer, int8_run.config, int8_run.labels,
+                            read_conll(head), int8_run.device, int8_run.bf16).scores.f1
     assert "linear layers: int8" in report and f"as documents {int8_f1:.2f}," in report
 
 

@@ -9,8 +9,12 @@ from torch import nn
 
 from data.conll import read_conll
 from lora.layer import LoRALinear
-from tag.quantize import INT8_ON_CPU, Int8Linear, use_int8
+from tag import evaluate as evaluate_cli
+from tag import predict as predict_cli
+from tag import quantize
+from tag.quantize import INT8_ON_CPU, Int8Linear, int8_is_fast, use_int8
 from tag.run import load_run
+from tests.conftest import exact_int_mm
 from tests.conll_data import needs_conll
 from train.evaluation import tag_and_score
 
@@ -34,6 +38,36 @@ def test_int8_linear_is_exact_on_values_its_scales_represent_and_close_on_others
     assert 0 < error < 0.02
 
 
+def test_the_exact_product_of_the_tests_is_torch_int_mm():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (37, 1536), generator=g, dtype=torch.int8)
+    b = torch.randint(-127, 128, (1536, 40), generator=g, dtype=torch.int8)
+    a[0], b[:, 0], b[0, 0] = 127, -127, -126  # a sum of -24,774,017: odd and beyond 2^24, float32 would round it
+    assert torch.equal(exact_int_mm(a, b), torch._int_mm(a, b))
+
+
+def test_int8_is_fast_reads_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert int8_is_fast(cpuinfo) is False  # an AVX2-only x86, as the AVX2 EPYC
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert int8_is_fast(cpuinfo) is True
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx_vnni\n")
+    assert int8_is_fast(cpuinfo) is True
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")  # an ARM: cannot tell
+    assert int8_is_fast(cpuinfo) is None
+    assert int8_is_fast(tmp_path / "missing") is None
+
+
+def test_int8_without_int8_instructions_is_refused(monkeypatch):
+    monkeypatch.setattr(quantize, "int8_is_fast", lambda: False)
+    with pytest.raises(ValueError, match="needs a CPU with int8 dot-product instructions .* tag without --int8"):
+        use_int8(True, torch.device("cpu"))
+    assert use_int8(None, torch.device("cpu")) is False and use_int8(False, torch.device("cpu")) is False
+    monkeypatch.setattr(quantize, "int8_is_fast", lambda: None)  # cannot tell: as asked
+    assert use_int8(True, torch.device("cpu")) is True
+
+
 def test_an_unmerged_lora_layer_is_refused():
     layer = LoRALinear(nn.Linear(8, 4), r=2, alpha=4)
     with pytest.raises(ValueError, match="after merging it"):
@@ -43,7 +77,7 @@ def test_an_unmerged_lora_layer_is_refused():
 
 
 @needs_conll
-def test_int8_tagger_tags_as_the_float32_one(trained_run, conll_slice):
+def test_int8_tagger_tags_as_the_float32_one(trained_run, conll_slice, int8_anywhere):
     sentences = read_conll(conll_slice / "valid.txt")
     results = {}
     for int8 in (False, True):
@@ -67,7 +101,7 @@ def test_int8_tagger_tags_as_the_float32_one(trained_run, conll_slice):
     assert np.abs(probabilities[True] - probabilities[False]).mean() < 0.01
 
 
-def test_int8_is_a_cpu_choice():
+def test_int8_is_a_cpu_choice(int8_anywhere):
     assert use_int8(None, torch.device("cpu")) == INT8_ON_CPU
     assert use_int8(False, torch.device("cpu")) is False and use_int8(True, torch.device("cpu")) is True
     assert use_int8(None, torch.device("cuda")) is False
@@ -76,6 +110,15 @@ def test_int8_is_a_cpu_choice():
 
 
 @needs_conll
-def test_int8_needs_the_merged_weights(trained_run):
+def test_commands_refuse_int8_without_int8_instructions_in_one_line(trained_run, conll_slice, monkeypatch, capsys):
+    monkeypatch.setattr(quantize, "int8_is_fast", lambda: False)
+    assert predict_cli.main(["--run", str(trained_run), "--int8", "Angela Merkel visited Paris"]) == 2
+    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"), "--int8"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("error: int8 tagging needs a CPU with int8 dot-product") == 2
+
+
+@needs_conll
+def test_int8_needs_the_merged_weights(trained_run, int8_anywhere):
     with pytest.raises(ValueError, match="int8 quantizes the merged weights"):
         load_run(trained_run, device="cpu", merge=False, int8=True)
