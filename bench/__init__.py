@@ -1,7 +1,11 @@
 """Benchmarks: speed and memory of training and tagging, measured in one run against a reference.
 
-versus_hf.py  ours against HF transformers + PEFT on the embedded SmolLM2-135M, on this CPU   (make bench)
-gpu.py        a Llama-3.2-1B-shaped tagger with random weights on one accelerator            (make bench-gpu)
+versus_hf.py     ours against HF transformers + PEFT on the embedded SmolLM2-135M, on this CPU   (make bench)
+gpu.py           a Llama-3.2-1B-shaped tagger with random weights on one accelerator            (make bench-gpu)
+tagging.py       tagging raw texts: our API and predict against the transformers pipeline
+eval_batches.py  evaluation speed by padded-token budget per batch, the results checked equal
+confidence.py    do the entity scores rank: precision by score band and AUROC
+flops.py         model FLOPs and the matmul ceiling, for the MFU of the others
 
 May import every room; nothing imports bench but its tests.
 """
