@@ -6,7 +6,8 @@
 
 A model trained only on whole documents can score well on the first and collapse on the other two (it never saw
 a short text right after BOS), so training reports all three (train/loop.py), and trains on sentences taken out of
-their documents besides the documents (`taken_out`; or instead of some of them, `split_documents`).
+their documents besides the documents (`taken_out`; or instead of some of them, `split_documents`), a share of
+them without their final punctuation (`some_without_final_punctuation`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def views(sentences: Sequence[Sentence]) -> dict[str, list[Sentence]]:
     own = len({s.doc_id for s in documents}) == len(documents)
     single = documents if own else alone(documents)
     return {"documents": documents, "alone": single, "bare": [without_final_punctuation(s) for s in single]}
+
+
+def some_without_final_punctuation(sentences: Sequence[Sentence], fraction: float, seed: int) -> list[Sentence]:
+    """The sentences with a `fraction` of them (drawn by `seed`) without their final punctuation: training windows
+    shaped like the `bare` view, headlines and chat messages, and like short texts typed without a full stop."""
+    chosen = set(random.Random(seed).sample(range(len(sentences)), round(fraction * len(sentences))))
+    return [without_final_punctuation(s) if i in chosen else s for i, s in enumerate(sentences)]
 
 
 def split_documents(sentences: Sequence[Sentence], fraction: float, seed: int) -> list[Sentence]:

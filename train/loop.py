@@ -14,6 +14,7 @@ sum their gradients, share the evaluation, and rank 0 alone writes the run direc
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -29,7 +30,7 @@ from data.batching import Plan, bucketed_plan, collate, shard_plan
 from data.conll import Sentence, read_conll
 from data.download import resolve_data_dir
 from data.labels import LabelSet
-from data.views import VIEW_NAMES, VIEWS, split_documents, taken_out, views
+from data.views import VIEW_NAMES, VIEWS, some_without_final_punctuation, split_documents, taken_out, views
 from lora.inject import count_parameters
 from model import load_tokenizer
 from model.tagger import Tagger
@@ -163,13 +164,15 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     optimizer = AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     train_examples = scored(split_documents(train_sentences, config.alone_fraction, config.seed)).examples
     if config.window == "both":
-        train_examples += scored(taken_out(train_sentences)).examples
+        sentences_alone = some_without_final_punctuation(taken_out(train_sentences), config.bare_share, config.seed)
+        train_examples += scored(sentences_alone).examples
     batch_size = rank_batch_size(config.batch_size, config.grad_accum, world)
     batch_tokens = None
     if config.batch_tokens is not None:
         batch_tokens = rank_batch_tokens(config.batch_tokens, config.max_len, world)
     steps_per_epoch = len(epoch_plan(train_examples, batch_size, batch_tokens, config.seed, 0, world))
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    # A fraction of an epoch ends on the step that holds it; the tolerance because 1.1 * 10 is 11.000000000000002.
+    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch - 1e-9)
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
     average = WeightAverage(trainable, config.average_decay) if config.average_decay is not None else None

@@ -1,7 +1,8 @@
 """data/views.py: validation as documents, sentence by sentence, and without final punctuation."""
 
 from data.conll import Sentence
-from data.views import alone, split_documents, taken_out, views, without_final_punctuation
+from data.views import (alone, some_without_final_punctuation, split_documents, taken_out, views,
+                        without_final_punctuation)
 
 
 def test_alone_makes_every_sentence_its_own_document():
@@ -54,3 +55,13 @@ def test_taken_out_gives_the_sentences_of_longer_documents_alone():
     out = taken_out(sentences)
     assert [s.words for s in out] == [["a"], ["b"], ["d"], ["e"], ["f"]]  # c is a document by itself: already alone
     assert len({s.doc_id for s in out}) == 5 and out[2].tags == ["B-X"]
+
+
+def test_some_without_final_punctuation_strips_the_drawn_share_and_keeps_the_rest():
+    sentences = [Sentence([f"w{i}", "."], ["B-X", "O"], doc_id=i) for i in range(10)]
+    assert some_without_final_punctuation(sentences, 0.0, seed=0) == sentences
+    some = some_without_final_punctuation(sentences, 0.3, seed=0)
+    assert [s.words[0] for s in some] == [f"w{i}" for i in range(10)]  # every sentence, in order
+    assert sorted(len(s.words) for s in some) == [1] * 3 + [2] * 7 and all(s.tags[0] == "B-X" for s in some)
+    assert some_without_final_punctuation(sentences, 0.3, seed=1) != some
+    assert all(s.words == [s.words[0]] for s in some_without_final_punctuation(sentences, 1.0, seed=0))

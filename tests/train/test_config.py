@@ -40,7 +40,13 @@ def test_data_settings():
     assert default.window == "both" and default.batch_tokens == 512  # the default recipe
     assert parse_args(["--batch-size", "4"]).batch_tokens is None  # a batch size alone: steps of 4 windows
     assert parse_args(["--batch-size", "4", "--batch-tokens", "1024"]).batch_tokens == 1024
+    assert parse_args(["--epochs", "0.55"]).epochs == 0.55  # a fraction of an epoch (train/loop.py sizes it)
+    assert default.bare_share == 0.5 and wnut.bare_share == 0.0  # sentence windows are the posts as they come
+    assert parse_args(["--bare-fraction", "0"]).bare_share == 0.0
     for flags, message in [(["--scheme", "bilou"], "scheme must be one of"),
+                           (["--epochs", "0"], "epochs must be positive"),
+                           (["--bare-fraction", "-0.1"], r"bare_fraction must be in \[0, 1\]"),
+                           (["--window", "document", "--bare-fraction", "0.5"], "use --window both"),
                            (["--alone-fraction", "1.5"], r"alone_fraction must be in \[0, 1\]"),
                            (["--window", "sentence", "--alone-fraction", "0.5"], "use --window document"),
                            (["--batch-tokens", "100"], "cannot hold one window of max_len=256")]:

@@ -4,6 +4,7 @@ need, resumes exactly, and refuses to mix runs."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -133,8 +134,9 @@ def test_token_budget_batches_mix_sentence_and_document_windows(tiny_model, conl
 @needs_conll
 def test_the_default_window_trains_each_sentence_in_its_document_and_alone(tiny_model, conll_slice, tmp_path):
     """--window both (the default): the document windows, then one window per sentence of a longer document, BOS
-    and the sentence's own tokens, every word labelled; steps filled to 512 padded tokens."""
-    config = TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(tmp_path), limit=64)
+    and the sentence's own tokens, every word labelled (none cut: --bare-fraction 0); steps filled to 512 padded
+    tokens."""
+    config = TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(tmp_path), limit=64, bare_fraction=0)
     assert config.window == "both" and config.batch_tokens == 512
     run = set_up(config, SINGLE_PROCESS, torch.device("cpu"))
     sentences = read_conll(conll_slice / "train.txt")[:64]
@@ -150,6 +152,51 @@ def test_the_default_window_trains_each_sentence_in_its_document_and_alone(tiny_
         assert [run.labels.labels[example.labels[p]] for p in example.positions] == sentence.tags
     plan = run.epoch_plan(0)
     assert all(len(b) * max(len(run.train_examples[i].input_ids) for i in b) <= 512 for b in plan)
+
+
+@needs_conll
+def test_bare_fraction_trains_a_share_of_the_sentences_alone_without_final_punctuation(tiny_model, conll_slice,
+                                                                                        tmp_path):
+    """The default (--bare-fraction 0.5 with --window both): the windows of sentences alone are the sentences' words,
+    a share of them cut before their trailing punctuation (never inside an entity); the document windows are
+    untouched."""
+    config = TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(tmp_path), limit=64)
+    assert config.bare_share == 0.5
+    run = set_up(config, SINGLE_PROCESS, torch.device("cpu"))
+    sentences = read_conll(conll_slice / "train.txt")[:64]
+    documents = build_examples(sentences, run.tokenizer, config.max_len, **config.window_settings(),
+                               labels=run.labels)
+    assert [e.input_ids for e in run.train_examples[: len(documents)]] == [e.input_ids for e in documents]
+    longer = [sentences[s] for a, b in document_spans(sentences) if b - a > 1 for s in range(a, b)]
+    taken = run.train_examples[len(documents):]
+    assert len(taken) == len(longer)
+    cut = 0
+    for example, sentence in zip(taken, longer):
+        kept = len(example.positions)
+        assert 1 <= kept <= len(sentence.words)
+        assert all(not any(c.isalnum() for c in w) for w in sentence.words[kept:])
+        assert all(t == "O" for t in sentence.tags[kept:])
+        tokens = [t for word in sentence.words[:kept] for t in run.tokenizer.encode(" " + word, bos=False)]
+        assert example.input_ids == [run.tokenizer.bos_id, *tokens]
+        assert [run.labels.labels[example.labels[p]] for p in example.positions] == sentence.tags[:kept]
+        cut += kept < len(sentence.words)
+    ending = sum(not any(c.isalnum() for c in s.words[-1]) and s.tags[-1] == "O" for s in longer)
+    assert 0 < cut <= round(0.5 * len(longer)) and cut < ending  # about half of those that end in punctuation
+
+
+@needs_conll
+def test_a_fraction_of_an_epoch_sizes_the_schedule_and_ends_the_run(tiny_model, conll_slice, tmp_path):
+    """--epochs 0.5 trains the first half of the shuffled epoch (rounded up to a step) on a schedule of that length,
+    and evaluates once, at its end."""
+    settings = dict(model=str(tiny_model), data=str(conll_slice), limit=40, subset_eval_every=None)
+    half = TrainConfig(out=str(tmp_path / "half"), epochs=0.5, **settings)
+    run = set_up(half, SINGLE_PROCESS, torch.device("cpu"))
+    epoch = len(run.epoch_plan(0))
+    assert epoch > 4 and run.scheduler.total_steps == math.ceil(epoch / 2)
+    train(half)
+    steps = [r["step"] for r in records(tmp_path / "half", "train")]
+    evaluations = [r["step"] for r in records(tmp_path / "half", "eval")]
+    assert max(steps) <= math.ceil(epoch / 2) and evaluations == [math.ceil(epoch / 2)]
 
 
 @needs_conll
