@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.align import build_examples
-from data.conll import document_spans, read_conll
+from data.align import Example, build_examples
+from data.conll import Sentence, document_spans, read_conll
 from data.labels import LabelSet
 from data.views import split_documents
 from model import load_tokenizer
@@ -21,7 +21,7 @@ from tests.conll_data import needs_conll, records
 from train.config import TrainConfig
 from train.evaluation import tag_and_score
 from train.distributed import SINGLE_PROCESS
-from train.loop import epoch_plan, set_up, train
+from train.loop import Run, epoch_plan, set_up, train
 from train.run_dir import ADAPTER_DIR, CHECKPOINT_FILE
 
 
@@ -131,6 +131,26 @@ def test_token_budget_batches_mix_sentence_and_document_windows(tiny_model, conl
     assert max(len(batch) for batch in plan) > 2  # short windows share a step
 
 
+def windows_of_sentences_alone(run: Run, train_file: Path) -> list[tuple[Example, Sentence]]:
+    """The windows `--window both` adds after the document windows, each with its sentence, the document windows
+    checked to come first and unchanged; a document of one sentence is already alone (tests/data)."""
+    sentences = read_conll(train_file)[: run.config.limit]
+    documents = build_examples(sentences, run.tokenizer, run.config.max_len, **run.config.window_settings(),
+                               labels=run.labels)
+    assert [e.input_ids for e in run.train_examples[: len(documents)]] == [e.input_ids for e in documents]
+    longer = [sentences[s] for a, b in document_spans(sentences) if b - a > 1 for s in range(a, b)]
+    taken = run.train_examples[len(documents):]
+    assert longer and len(taken) == len(longer)
+    return list(zip(taken, longer))
+
+
+def assert_window_holds(run: Run, example: Example, words: list[str], tags: list[str]) -> None:
+    """BOS and the words' own tokens, every word labelled with its tag."""
+    tokens = [t for word in words for t in run.tokenizer.encode(" " + word, bos=False)]
+    assert example.input_ids == [run.tokenizer.bos_id, *tokens]
+    assert [run.labels.labels[example.labels[p]] for p in example.positions] == tags
+
+
 @needs_conll
 def test_the_default_window_trains_each_sentence_in_its_document_and_alone(tiny_model, conll_slice, tmp_path):
     """--window both (the default): the document windows, then one window per sentence of a longer document, BOS
@@ -139,17 +159,8 @@ def test_the_default_window_trains_each_sentence_in_its_document_and_alone(tiny_
     config = TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(tmp_path), limit=64, bare_fraction=0)
     assert config.window == "both" and config.batch_tokens == 512
     run = set_up(config, SINGLE_PROCESS, torch.device("cpu"))
-    sentences = read_conll(conll_slice / "train.txt")[:64]
-    documents = build_examples(sentences, run.tokenizer, config.max_len, **config.window_settings(),
-                               labels=run.labels)
-    assert [e.input_ids for e in run.train_examples[: len(documents)]] == [e.input_ids for e in documents]
-    longer = [sentences[s] for a, b in document_spans(sentences) if b - a > 1 for s in range(a, b)]
-    taken = run.train_examples[len(documents):]
-    assert longer and len(taken) == len(longer)  # a document of one sentence is already alone (tests/data)
-    for example, sentence in zip(taken, longer):
-        tokens = [t for word in sentence.words for t in run.tokenizer.encode(" " + word, bos=False)]
-        assert example.input_ids == [run.tokenizer.bos_id, *tokens]
-        assert [run.labels.labels[example.labels[p]] for p in example.positions] == sentence.tags
+    for example, sentence in windows_of_sentences_alone(run, conll_slice / "train.txt"):
+        assert_window_holds(run, example, sentence.words, sentence.tags)
     plan = run.epoch_plan(0)
     assert all(len(b) * max(len(run.train_examples[i].input_ids) for i in b) <= 512 for b in plan)
 
@@ -163,25 +174,17 @@ def test_bare_fraction_trains_a_share_of_the_sentences_alone_without_final_punct
     config = TrainConfig(model=str(tiny_model), data=str(conll_slice), out=str(tmp_path), limit=64)
     assert config.bare_share == 0.5
     run = set_up(config, SINGLE_PROCESS, torch.device("cpu"))
-    sentences = read_conll(conll_slice / "train.txt")[:64]
-    documents = build_examples(sentences, run.tokenizer, config.max_len, **config.window_settings(),
-                               labels=run.labels)
-    assert [e.input_ids for e in run.train_examples[: len(documents)]] == [e.input_ids for e in documents]
-    longer = [sentences[s] for a, b in document_spans(sentences) if b - a > 1 for s in range(a, b)]
-    taken = run.train_examples[len(documents):]
-    assert len(taken) == len(longer)
+    pairs = windows_of_sentences_alone(run, conll_slice / "train.txt")
     cut = 0
-    for example, sentence in zip(taken, longer):
+    for example, sentence in pairs:
         kept = len(example.positions)
         assert 1 <= kept <= len(sentence.words)
         assert all(not any(c.isalnum() for c in w) for w in sentence.words[kept:])
         assert all(t == "O" for t in sentence.tags[kept:])
-        tokens = [t for word in sentence.words[:kept] for t in run.tokenizer.encode(" " + word, bos=False)]
-        assert example.input_ids == [run.tokenizer.bos_id, *tokens]
-        assert [run.labels.labels[example.labels[p]] for p in example.positions] == sentence.tags[:kept]
+        assert_window_holds(run, example, sentence.words[:kept], sentence.tags[:kept])
         cut += kept < len(sentence.words)
-    ending = sum(not any(c.isalnum() for c in s.words[-1]) and s.tags[-1] == "O" for s in longer)
-    assert 0 < cut <= round(0.5 * len(longer)) and cut < ending  # about half of those that end in punctuation
+    ending = sum(not any(c.isalnum() for c in s.words[-1]) and s.tags[-1] == "O" for _, s in pairs)
+    assert 0 < cut <= round(0.5 * len(pairs)) and cut < ending  # about half of those that end in punctuation
 
 
 @needs_conll
