@@ -49,7 +49,8 @@ class TrainConfig:
     average_decay: float | None = None
     # Passes over the training windows; a fraction trains the first part of the shuffled epoch, rounded up to a
     # whole step. 0.55 of an epoch of `both` windows meets each sentence about 1.1 times instead of twice: about an
-    # hour on a 2-core AVX2 CPU instead of 1 h 50 min, for 0.5 to 0.8 F1 less in each view (docs/results.md).
+    # hour on a 2-core AVX2 CPU instead of 1 h 50 min, for about 0.8 F1 less in each view (two seeds,
+    # docs/results.md).
     epochs: float = 0.55
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule is sized to it)
     # Batches by size: as many windows as fit in `batch_tokens` padded tokens per step, so that a step of short
