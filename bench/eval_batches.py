@@ -6,8 +6,8 @@
 Every view of FILE (data/views.py: documents, alone, bare) is tagged by
 train.evaluation.predict_examples, the pass that training's evaluations and `tag/` share, with the run's LoRA kept
 apart from the weights as training evaluates it. Tokens/s counts real tokens; ratios are against the first budget.
-Why budgets matter on a CPU: a batch of 8,192 padded tokens carries a 50 MB activation per MLP projection, far
-beyond the caches, where a batch of 2,048 keeps more of each layer's work in them.
+Why budgets matter on a CPU, most likely: a batch of 8,192 padded tokens carries a 50 MB activation per MLP
+projection, far beyond the caches, where a batch of 2,048 keeps more of each layer's work in them.
 """
 
 from __future__ import annotations
