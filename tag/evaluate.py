@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run = load_run(args.run, device=args.device, model=args.model, int8=args.int8)
-    except (FileNotFoundError, ValueError) as e:
+        sentences = read_conll(args.data, args.scheme, run.labels)  # errors name the file and line
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     config = dataclasses.replace(run.config, decode=args.decode) if args.decode else run.config
-    sentences = read_conll(args.data, args.scheme, run.labels)
     if any(s.tags is None for s in sentences):
         print(f"error: {args.data} has no NER column to score against; use tag.predict to tag it", file=sys.stderr)
         return 2

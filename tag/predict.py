@@ -87,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = tagger.run
     if args.conll:
-        sentences = [dataclasses.replace(s, tags=None) for s in read_conll(args.conll)]  # any tags: ignored
+        try:
+            sentences = [dataclasses.replace(s, tags=None) for s in read_conll(args.conll)]  # any tags: ignored
+        except (OSError, ValueError) as e:  # errors name the file and line
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         write_conll(args.out, sentences, [tag_sentences(run, sentences, progress=args.conll)])
         return 0
     texts = args.texts or read_lines(sys.stdin.buffer)

@@ -104,3 +104,13 @@ def test_evaluate_cli_refuses_a_file_without_gold_tags(trained_run, tmp_path, ca
     raw.write_text("Peter\nBlackburn\n\nBrussels\n")
     assert evaluate_cli.main(["--run", str(trained_run), "--data", str(raw)]) == 2
     assert f"{raw} has no NER column" in capsys.readouterr().err
+
+
+def test_evaluate_cli_names_the_line_of_a_malformed_file_and_a_missing_one(trained_run, tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B_ORG\n")
+    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}:3: malformed tag 'B_ORG'") and "Traceback" not in err
+    assert evaluate_cli.main(["--run", str(trained_run), "--data", str(tmp_path / "none.txt")]) == 2
+    assert "none.txt" in capsys.readouterr().err

@@ -80,3 +80,11 @@ def test_predict_conll_shows_its_progress_on_stderr(trained_run, conll_slice, tm
     source = conll_slice / "valid.txt"
     assert predict_cli.main(["--run", str(trained_run), "--conll", str(source), "--out", str(tmp_path / "o")]) == 0
     assert str(source) in capsys.readouterr().err
+
+
+def test_predict_cli_names_the_line_of_a_malformed_conll_file(trained_run, tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("EU B-ORG\nrejects\n")  # the second line lacks its tag column
+    assert predict_cli.main(["--run", str(trained_run), "--conll", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}:2:") and "Traceback" not in err
