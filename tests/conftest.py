@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conll_data import CONLL, WNUT, require, slice_conll
 from weights.convert_gguf import DEFAULT_OUT, convert
 
 
@@ -31,13 +32,23 @@ def tiny_model(tmp_path_factory, smollm2_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def conll_slice(tmp_path_factory) -> Path:
-    """The first 240 training and 120 validation sentences of the real CoNLL-2003, as a data folder."""
-    from tests.conll_data import CONLL, slice_conll
+def conll_dir() -> Path:
+    """The real CoNLL-2003 (tests/conll_data.py says where); a test that asks for it fails without it."""
+    return require(CONLL, "CoNLL-2003", "CONLL_DIR")
 
+
+@pytest.fixture(scope="session")
+def wnut_dir() -> Path:
+    """The real WNUT-17, like `conll_dir`."""
+    return require(WNUT, "WNUT-17", "WNUT_DIR")
+
+
+@pytest.fixture(scope="session")
+def conll_slice(tmp_path_factory, conll_dir) -> Path:
+    """The first 240 training and 120 validation sentences of the real CoNLL-2003, as a data folder."""
     folder = tmp_path_factory.mktemp("conll")
-    slice_conll(CONLL / "train.txt", folder / "train.txt", 240)
-    slice_conll(CONLL / "valid.txt", folder / "valid.txt", 120)
+    slice_conll(conll_dir / "train.txt", folder / "train.txt", 240)
+    slice_conll(conll_dir / "valid.txt", folder / "valid.txt", 120)
     return folder
 
 

@@ -1,18 +1,28 @@
-"""Where the tests find the real datasets (CoNLL-2003, WNUT-17): in shared/ beside the checkout, never in the repo."""
+"""Where the tests find the real datasets (CoNLL-2003, WNUT-17): $CONLL_DIR and $WNUT_DIR, else shared/ beside the
+checkout; never in the repo. A test that needs one and does not find it fails, naming the folder: none skips."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-CONLL = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
-needs_conll = pytest.mark.skipif(not (CONLL / "train.txt").exists(),
-                                 reason=f"CoNLL-2003 is not at {CONLL} (it is never committed to the repo)")
-WNUT = CONLL.parent / "wnut17"
-needs_wnut = pytest.mark.skipif(not (WNUT / "train.txt").exists(),
-                                reason=f"WNUT-17 is not at {WNUT} (it is never committed to the repo)")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+CONLL = Path(os.environ.get("CONLL_DIR") or SHARED / "conll2003")
+WNUT = Path(os.environ.get("WNUT_DIR") or SHARED / "wnut17")
+needs_conll = pytest.mark.usefixtures("conll_dir")  # conftest.py: fails when CONLL lacks the files
+needs_wnut = pytest.mark.usefixtures("wnut_dir")
+
+
+def require(folder: Path, name: str, variable: str) -> Path:
+    """`folder` if it holds train.txt and valid.txt; else the calling test fails with one line saying what to do."""
+    missing = [split for split in ("train.txt", "valid.txt") if not (folder / split).is_file()]
+    if missing:
+        pytest.fail(f"{name} is not at {folder} (no {', '.join(missing)}): the test needs its original files, which "
+                    f"are never committed; put them there or set ${variable} to their folder", pytrace=False)
+    return folder
 
 
 def slice_conll(source: Path, out: Path, sentences: int) -> Path:

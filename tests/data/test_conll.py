@@ -10,10 +10,9 @@ from data.conll import ConllFormatError, Sentence, parse_conll, read_conll, writ
 from data.labels import LabelSet
 from data.metrics import chunks
 from data.schemes import to_iob2
-from tests.conll_data import CONLL, WNUT, needs_wnut
+from tests.conll_data import CONLL, WNUT, needs_conll, needs_wnut
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED = CONLL
 
 
 def test_read_iob1_four_columns_with_documents():
@@ -165,9 +164,9 @@ def test_write_conll_round_trip_and_errors(tmp_path):
         Sentence(["a", "b"], ["O"])
 
 
-@pytest.mark.skipif(not (SHARED / "valid.txt").is_file(), reason=f"CoNLL-2003 dev set not at {SHARED}")
+@needs_conll
 def test_real_dev_set_statistics(tmp_path):
-    path = SHARED / "valid.txt"
+    path = CONLL / "valid.txt"
     sentences = read_conll(path)
     assert len(sentences) == 3250
     assert sum(len(s.words) for s in sentences) == 51362
@@ -190,9 +189,9 @@ def test_real_dev_set_statistics(tmp_path):
     assert read_conll(out, scheme="iob2") == sentences
 
 
-@pytest.mark.skipif(not (SHARED / "train.txt").is_file(), reason=f"CoNLL-2003 train set not at {SHARED}")
+@needs_conll
 def test_real_train_set_statistics():
-    sentences = read_conll(SHARED / "train.txt")
+    sentences = read_conll(CONLL / "train.txt")
     assert (len(sentences), sum(len(s.words) for s in sentences)) == (14041, 203621)
     entities = Counter(tag[2:] for s in sentences for tag in s.tags if tag.startswith("B-"))
     assert entities == {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600}

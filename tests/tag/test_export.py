@@ -7,8 +7,10 @@ import re
 import shutil
 from pathlib import Path
 
+import peft
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 
 from data.labels import LabelSet
@@ -19,9 +21,6 @@ from tag.run import load_run
 from train.build import build_tagger
 from train.config import TrainConfig
 from train.run_dir import ADAPTER_DIR, save_tuned, write_run_info
-
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
 
 TINY = dict(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64)

@@ -25,7 +25,7 @@ from data.batching import bucketed_plan, collate, shard_plan
 from data.conll import read_conll
 from data.labels import LabelSet
 from model import load_tokenizer
-from tests.conll_data import CONLL, needs_conll, slice_conll
+from tests.conll_data import needs_conll, slice_conll
 from train.config import TrainConfig, parse_args
 from train.distributed import launched_world, shard_frozen_base
 from train.evaluation import tag_and_score
@@ -45,10 +45,10 @@ LABELS = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])  # CoNLL-2003's, as 
 
 
 @pytest.fixture(scope="module")
-def small_conll(tmp_path_factory) -> Path:
+def small_conll(tmp_path_factory, conll_dir) -> Path:
     folder = tmp_path_factory.mktemp("conll")
-    slice_conll(CONLL / "train.txt", folder / "train.txt", 48)
-    slice_conll(CONLL / "valid.txt", folder / "valid.txt", 40)
+    slice_conll(conll_dir / "train.txt", folder / "train.txt", 48)
+    slice_conll(conll_dir / "valid.txt", folder / "valid.txt", 40)
     return folder
 
 
