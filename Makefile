@@ -33,8 +33,9 @@ weights: $(VENV)/.runtime
 	$(PY) -m weights.convert_gguf
 
 # The main job: convert the embedded model if needed, fine-tune with the default recipe, print validation F1.
-# CoNLL-2003 is read from CONLL_DIR, else data/conll2003/ (downloaded there when missing and possible); DATA names
-# another folder of train.txt / valid.txt, RECIPE a named recipe (train/config.py), e.g.
+# CoNLL-2003 is read from CONLL_DIR, else data/conll2003/ (the release files, with their documents, downloaded
+# there when missing and possible: data/download.py); DATA names another folder of train.txt / valid.txt, RECIPE
+# a named recipe (train/config.py), e.g.
 #   make train DATA=../shared/data/wnut17 RECIPE=wnut17 RUN=runs/wnut17
 train: weights
 	$(PY) -m train $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) $(if $(RECIPE),--recipe $(RECIPE)) \

@@ -1,91 +1,112 @@
-"""Fetch CoNLL-2003 from the Hugging Face hub as CoNLL files, and find the data directory.
+"""Fetch CoNLL-2003 as released, with its documents, and find the data directory.
 
     python -m data.download [--out DIR]
 
-Source: the hub dataset `tner/conll2003` at a pinned revision, chosen because its splits are
-plain JSON lines ({"tokens": [...], "tags": [...]}, integer tags named by dataset/label.json)
-that the standard library reads; the hub's `conll2003` (eriktks/conll2003) serves parquet,
-which would need pyarrow. The tags are IOB2. They are
-written as 2-column `token tag` files train.txt / valid.txt / test.txt, which data.conll reads.
-Hub copies keep the sentences (14,041 / 3,250 / 3,453) but not the original -DOCSTART-
-document boundaries, so document context on them runs across articles; use the original
-release (4 columns, IOB1, with -DOCSTART-) when you have it.
+Source: the archive that the Hugging Face hub's own `conll2003` dataset (eriktks/conll2003) reads in its loading
+script, conll2003.zip with train.txt / valid.txt / test.txt: four columns `token POS chunk NER` (IOB1 or IOB2
+tags, which data.conll reads alike) and the -DOCSTART- line of every document. Copies that the hub serves as rows (parquet, or tner/conll2003's JSON lines)
+keep the sentences but drop those lines, and without them every sentence is a document of its own: document
+context, and the default recipe that trains with it, would be another recipe than the README's. So the archive's
+files are checked against the published counts of documents, sentences, tokens and entities of each split and
+refused when one differs; then they are written unchanged.
 """
 
 import argparse
-import json
+import io
 import os
 import sys
+import zipfile
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
+from urllib.request import urlopen
 
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
-
-from data.conll import Sentence, write_conll
-from data.labels import LabelSet
+from data.conll import ConllFormatError, parse_conll
 from model.files import atomic_file
 
-REPO_ID = "tner/conll2003"
-REVISION = "b18612dee0007b1f7129731dbf2f5f2ed4039ad3"
-LABEL_FILE = "dataset/label.json"
-SPLIT_FILES = {"train.txt": "dataset/train.json", "valid.txt": "dataset/valid.json", "test.txt": "dataset/test.json"}
+URL = "https://data.deepai.org/conll2003.zip"  # the `_URL` of eriktks/conll2003's conll2003.py
+
+
+class Counts(NamedTuple):
+    """What Tjong Kim Sang and De Meulder (2003) publish of each split; its sentences less the -DOCSTART- lines."""
+    documents: int
+    sentences: int
+    tokens: int
+    LOC: int
+    MISC: int
+    ORG: int
+    PER: int
+
+
+PUBLISHED = {
+    "train.txt": Counts(946, 14041, 203621, LOC=7140, MISC=3438, ORG=6321, PER=6600),
+    "valid.txt": Counts(216, 3250, 51362, LOC=1837, MISC=922, ORG=1341, PER=1842),
+    "test.txt": Counts(231, 3453, 46435, LOC=1668, MISC=702, ORG=1661, PER=1617),
+}
 DEFAULT_DIR = Path(__file__).resolve().parent / "conll2003"  # data/conll2003/, git-ignored
 ENV_VAR = "CONLL_DIR"
+TIMEOUT_S = 60
 
 
 class DownloadError(RuntimeError):
-    """The hub could not be reached or served something unexpected."""
+    """The archive could not be fetched, or it is not CoNLL-2003 as released."""
 
 
 def download(out: str | Path = DEFAULT_DIR) -> Path:
-    """Write train.txt, valid.txt and test.txt under `out`; return `out`."""
+    """Write train.txt, valid.txt and test.txt under `out`, each checked against PUBLISHED; return `out`.
+    Nothing is written unless all three are the release's."""
     out = Path(out)
-
-    def fetch(filename: str) -> Path:
-        try:
-            return Path(hf_hub_download(REPO_ID, filename, repo_type="dataset", revision=REVISION))
-        except (OSError, EntryNotFoundError) as e:
-            raise DownloadError(
-                f"could not fetch {filename} of hub dataset {REPO_ID}@{REVISION[:8]} "
-                f"(offline, or the hub is unreachable?): {e}"
-            ) from e
-
-    label_path = fetch(LABEL_FILE)
-    label_to_id = json.loads(label_path.read_text(encoding="utf-8"))
-    id_to_label = {int(i): label for label, i in label_to_id.items()}
     try:
-        LabelSet(tuple(id_to_label[i] for i in sorted(id_to_label)))
-    except ValueError as e:
-        raise DownloadError(f"{label_path}: {e}") from None
+        with urlopen(URL, timeout=TIMEOUT_S) as response:
+            archive = response.read()
+    except OSError as e:  # URLError and timeouts are OSErrors
+        raise DownloadError(f"could not fetch {URL} (offline, or the site is unreachable?): {e}") from e
+    try:
+        with zipfile.ZipFile(io.BytesIO(archive)) as z:
+            files = {name: _read_member(z, name) for name in PUBLISHED}
+    except zipfile.BadZipFile as e:
+        raise DownloadError(f"{URL} is not a zip archive ({e})") from None
 
+    counts = {name: _counts(f"{URL}#{name}", content) for name, content in files.items()}
+    for name, found in counts.items():
+        differ = [f"{field} {n} (published: {p})" for field, n, p in zip(Counts._fields, found, PUBLISHED[name]) if n != p]
+        if differ:
+            raise DownloadError(f"{URL}#{name}: {', '.join(differ)}: not CoNLL-2003 as released")
     out.mkdir(parents=True, exist_ok=True)
-    for name, filename in SPLIT_FILES.items():
-        sentences = _read_json_lines(fetch(filename), id_to_label)
+    for name, content in files.items():
         with atomic_file(out / name) as tmp:
-            write_conll(tmp, sentences, [[s.tags for s in sentences]])
-        print(f"wrote {out / name}: {len(sentences)} sentences, {sum(len(s.words) for s in sentences)} tokens")
+            tmp.write_bytes(content)
+        print(f"wrote {out / name}: " + ", ".join(f"{n} {field}" for field, n in counts[name]._asdict().items()))
     return out
 
 
-def _read_json_lines(path: Path, id_to_label: dict[int, str]) -> list[Sentence]:
-    sentences = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                words, tag_ids = record["tokens"], record["tags"]
-                tags = [id_to_label[int(t)] for t in tag_ids]
-                sentences.append(Sentence(words, tags, line=lineno))
-            except (ValueError, KeyError, TypeError) as e:
-                raise DownloadError(f"{path}:{lineno}: unexpected record ({type(e).__name__}: {e})") from None
-    return sentences
+def _read_member(z: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        return z.read(name)
+    except KeyError:
+        raise DownloadError(f"{URL}: no {name} in it (it holds {', '.join(z.namelist())})") from None
+
+
+def _counts(source: str, content: bytes) -> Counts:
+    """The counts of a CoNLL file; entities as conlleval counts them, -DOCSTART- lines are no sentences."""
+    try:
+        sentences = parse_conll(content.decode("utf-8"), source)
+    except UnicodeDecodeError as e:
+        raise DownloadError(f"{source}: not UTF-8 ({e})") from None
+    except ConllFormatError as e:
+        raise DownloadError(str(e)) from None
+    entities = Counter(tag[2:] for s in sentences for tag in s.tags if tag.startswith("B-"))  # IOB2: one B- each
+    kinds = Counts._fields[3:]
+    if set(entities) - set(kinds):
+        raise DownloadError(f"{source}: entity types {', '.join(sorted(set(entities) - set(kinds)))}, "
+                            f"not CoNLL-2003's {', '.join(kinds)}")
+    return Counts(sum(s.doc_start for s in sentences), len(sentences), sum(len(s.words) for s in sentences),
+                  *(entities[kind] for kind in kinds))
 
 
 def resolve_data_dir(arg: str | None = None, need: tuple[str, ...] = ("train.txt", "valid.txt")) -> Path:
     """The CoNLL directory: `--data DIR` if given, else $CONLL_DIR, else data/conll2003/,
-    downloaded there when missing and the hub is reachable. It must hold the files in `need`."""
+    downloaded there (`download`) when missing. It must hold the files in `need`."""
 
     def check(where: str, directory: Path) -> Path:
         if not directory.is_dir():
@@ -112,7 +133,7 @@ def resolve_data_dir(arg: str | None = None, need: tuple[str, ...] = ("train.txt
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=f"Download CoNLL-2003 ({REPO_ID} on the Hugging Face hub).")
+    parser = argparse.ArgumentParser(description=f"Download CoNLL-2003 as released ({URL}), with its documents.")
     parser.add_argument("--out", default=str(DEFAULT_DIR), help="directory for train.txt, valid.txt, test.txt")
     args = parser.parse_args(argv)
     try:
