@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -72,13 +73,37 @@ def exact_int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() @ b.double()).to(torch.int32)
 
 
+INT8_KERNEL_RUNS: Counter[str] = Counter()  # kernel -> how many tests ran it through int8_anywhere
+
+
 @pytest.fixture
 def int8_anywhere(monkeypatch):
     """Int8 tagging on any CPU. Without int8 dot-product instructions tag/quantize.py refuses it, and torch._int_mm
     runs 40x slower than float32: the tests that tag real text in int8 would take most of the suite's time. There
-    the product is `exact_int_mm` instead, which tests/tag/test_quantize.py checks against torch._int_mm itself."""
+    the product is `exact_int_mm` instead, which tests/tag/test_quantize.py checks against torch._int_mm itself.
+    The run's summary says which kernel ran (pytest_terminal_summary)."""
     from tag import quantize
 
-    if quantize.int8_is_fast() is False:
+    kernel = "torch._int_mm"
+    if not quantize.int8_is_fast():
         monkeypatch.setattr(quantize, "int8_is_fast", lambda: True)
         monkeypatch.setattr(torch, "_int_mm", exact_int_mm)
+        kernel = "exact_int_mm"
+    INT8_KERNEL_RUNS[kernel] += 1
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Which int8 kernel the int8 tests ran, so that a run on a CPU without int8 instructions says it did not test
+    torch._int_mm inside the tagger."""
+    if not INT8_KERNEL_RUNS:
+        return
+    terminalreporter.write_sep("-", "int8 kernel")
+    for kernel, n in INT8_KERNEL_RUNS.items():
+        count = f"{n} test{'s' if n > 1 else ''}"
+        if kernel == "exact_int_mm":
+            terminalreporter.write_line(
+                f"exact_int_mm (float64) stood in for torch._int_mm in {count}: this CPU has no int8 dot-product "
+                "instructions (or tag/quantize.py cannot tell), so these tests did not run the real kernel; "
+                "tests/tag/test_quantize.py compares the stand-in with it")
+        else:
+            terminalreporter.write_line(f"torch._int_mm ran in {count}")
