@@ -1,8 +1,10 @@
-"""train/step.py: micro-batches and padding change nothing in the gradient; `update` is clip + AdamW + schedule."""
+"""train/step.py: micro-batches and padding change nothing in the gradient; `update` is clip + AdamW + schedule,
+the clipping checked against a global norm computed here, not against torch's clip_grad_norm_ that it calls."""
 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -56,8 +58,17 @@ def test_micro_batches_keep_order_and_cover_the_batch():
     assert micro_batches([5, 3], 1) == [[5, 3]]
 
 
+def clipped_by_hand(grads: list[torch.Tensor], max_norm: float) -> tuple[float, list[torch.Tensor]]:
+    """The global L2 norm of the gradients, summed in float64, and the gradients scaled to max_norm when above it
+    (by max_norm / (norm + 1e-6), the epsilon torch's clip_grad_norm_ documents)."""
+    norm = math.sqrt(sum(float(g.double().square().sum()) for g in grads))
+    scale = min(1.0, max_norm / (norm + 1e-6))
+    return norm, [(g.double() * scale).to(g.dtype) for g in grads]
+
+
 def test_update_clips_steps_zeroes_and_schedules_like_torch():
-    """Against torch's own clip_grad_norm_ and torch.optim.AdamW with a LambdaLR of the same schedule."""
+    """Against a norm and a clipping computed here in float64, torch.optim.AdamW stepping the clipped gradients,
+    and a LambdaLR of the same schedule."""
     torch.manual_seed(0)
     ours = torch.nn.Linear(6, 4)
     reference = copy.deepcopy(ours)
@@ -74,10 +85,13 @@ def test_update_clips_steps_zeroes_and_schedules_like_torch():
         for group in torch_optimizer.param_groups:
             group["lr"] = lr
         reference(x).square().sum().backward()
-        expected_norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+        expected_norm, clipped = clipped_by_hand([p.grad for p in reference.parameters()], 0.5)
+        for p, g in zip(reference.parameters(), clipped):
+            p.grad = g
+        assert math.sqrt(sum(float(g.double().square().sum()) for g in clipped)) == pytest.approx(0.5, rel=1e-5)
         torch_optimizer.step()
         torch_optimizer.zero_grad()
-        assert float(grad_norm) == pytest.approx(float(expected_norm), rel=1e-6) and grad_norm > 0.5
+        assert float(grad_norm) == pytest.approx(expected_norm, rel=1e-6) and grad_norm > 0.5
         assert all(p.grad is None for p in ours.parameters())
         for a, b in zip(ours.parameters(), reference.parameters()):
             torch.testing.assert_close(a, b)
@@ -85,6 +99,23 @@ def test_update_clips_steps_zeroes_and_schedules_like_torch():
     x = torch.randn(2, 6)
     ours(x).sum().backward()
     assert update(list(ours.parameters()), optimizer)[0] is None  # no clipping asked: no norm
+
+
+def test_update_leaves_gradients_below_the_limit_alone():
+    """A norm below the limit is reported and nothing is scaled: one AdamW step on the raw gradients."""
+    torch.manual_seed(0)
+    ours = torch.nn.Linear(6, 4)
+    reference = copy.deepcopy(ours)
+    x = torch.randn(3, 6) * 0.01
+    for model in (ours, reference):
+        model(x).sum().backward()
+    expected_norm, clipped = clipped_by_hand([p.grad for p in reference.parameters()], 1e3)
+    assert all(torch.equal(g, p.grad) for g, p in zip(clipped, reference.parameters()))
+    grad_norm, _ = update(list(ours.parameters()), AdamW(ours.parameters(), lr=1e-2), clip_grad_norm=1e3)
+    torch.optim.AdamW(reference.parameters(), lr=1e-2).step()
+    assert float(grad_norm) == pytest.approx(expected_norm, rel=1e-6) and grad_norm < 1e3
+    for a, b in zip(ours.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b)
 
 
 def test_an_empty_batch_is_one_empty_micro_batch():
