@@ -1,6 +1,7 @@
 """Training on torch.distributed, on CPUs with gloo and two processes: two ranks take the optimizer steps that
-one process takes on the same global batches (also with the frozen base sharded by FSDP), resume with the same
-world size and refuse another, evaluate to the tags one process finds, and a rank that dies fails the job."""
+one process takes on global batches cut from the unsharded plan by a rule of this file, not by the shard_plan under
+test (also with the frozen base sharded by FSDP), resume with the same world size and refuse another, evaluate to
+the tags one process finds, and a rank that dies fails the job."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from data.align import build_examples
-from data.batching import bucketed_plan, collate, shard_plan
+from data.batching import bucketed_plan, collate
 from data.conll import read_conll
 from data.labels import LabelSet
 from model import load_tokenizer
@@ -150,10 +151,19 @@ def two_rank_job(tmp_path_factory, tiny_model, small_conll) -> dict[str, Path]:
     return outs
 
 
+def global_batches(plan: list[list[int]]) -> list[list[list[int]]]:
+    """The global batches of a two-rank run, written out here rather than taken from data.batching.shard_plan: step
+    t reads batches RANKS*t .. RANKS*t + RANKS - 1 of the unsharded plan, one per rank; the last step may hold
+    fewer (a rank without one idles). Every example once per epoch, in the plan's order. This rule needs no batch
+    split, as in the runs here: a plan of a multiple of RANKS batches, or of single examples."""
+    assert len(plan) % RANKS == 0 or all(len(batch) == 1 for batch in plan), "a plan this rule does not cover"
+    return [plan[step : step + RANKS] for step in range(0, len(plan), RANKS)]
+
+
 def one_process_steps(config: TrainConfig) -> dict[str, torch.Tensor]:
     """The trainable tensors after the run's steps (`max_steps`, or `epochs` of them) of one process whose step is
-    the union of what the ranks read in that step (the same global batch), with the loop's optimizer, clipping and
-    schedule. A rank's idle step adds nothing to the union."""
+    the global batch of `global_batches` (its ranks' shares in turn, each in the run's micro-batches), with the
+    loop's optimizer, clipping and schedule."""
     torch.manual_seed(config.seed)
     tagger = build_tagger(config, len(LABELS), CPU)
     tokenizer = load_tokenizer(config.model)
@@ -163,17 +173,19 @@ def one_process_steps(config: TrainConfig) -> dict[str, torch.Tensor]:
     params = [p for p in tagger.parameters() if p.requires_grad]
     optimizer = AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
-    def steps_of(epoch: int) -> list[tuple[list[int], ...]]:  # [(batch of rank 0, batch of rank 1)] per step
-        plan = bucketed_plan(lengths, batch_size=config.batch_size // RANKS, seed=config.seed, epoch=epoch)
-        return list(zip(*(shard_plan(plan, rank, RANKS) for rank in range(RANKS))))
+    def steps_of(epoch: int) -> list[list[list[int]]]:
+        steps = global_batches(bucketed_plan(lengths, batch_size=config.batch_size // RANKS, seed=config.seed,
+                                             epoch=epoch))
+        assert sorted(i for step in steps for batch in step for i in batch) == list(range(len(examples)))
+        return steps
 
     total = config.max_steps or config.epochs * len(steps_of(0))
     scheduler = WarmupCosine(optimizer, total, warmup_steps=int(config.warmup_ratio * total),
                              min_lr_ratio=config.min_lr_ratio)
     step, epoch = 0, 0
     while step < total:
-        for batches_of_ranks in steps_of(epoch)[: total - step]:
-            parts = [part for batch in batches_of_ranks for part in micro_batches(batch, config.grad_accum) if part]
+        for shares in steps_of(epoch)[: total - step]:
+            parts = [part for share in shares for part in micro_batches(share, config.grad_accum) if part]
             forward_backward(tagger, [collate(examples, part, tokenizer.pad_id) for part in parts], CPU, bf16=False)
             update(params, optimizer, scheduler, config.clip_grad_norm)
             step += 1
