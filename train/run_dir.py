@@ -20,8 +20,8 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from lora.io import load_adapter, load_tensors_into, save_adapter
-from model.files import atomic_file, atomic_folder, read_json
+from lora.io import CONFIG_NAME, WEIGHTS_NAME, load_adapter, load_tensors_into, save_adapter
+from model.files import atomic_file, atomic_folder, current_folder, read_json
 from model.tagger import Tagger
 from train.config import TrainConfig
 
@@ -76,7 +76,7 @@ def tuned_files(config: TrainConfig) -> tuple[str, ...]:
 def save_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
     """Keep what training changed: the LoRA adapter and head, or with --finetune full every trained tensor."""
     if config.finetune != "full":
-        with atomic_folder(run_dir / ADAPTER_DIR) as tmp:
+        with atomic_folder(run_dir / ADAPTER_DIR, (WEIGHTS_NAME, CONFIG_NAME)) as tmp:
             save_adapter(tagger, tmp)
         return
     tensors = {name: p.detach().contiguous() for name, p in tagger.named_parameters() if p.requires_grad}
@@ -87,7 +87,7 @@ def save_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
 def load_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
     """Fill `tagger` (built by build_tagger without LoRA) from what save_tuned wrote, strictly."""
     if config.finetune != "full":
-        load_adapter(tagger, run_dir / ADAPTER_DIR)
+        load_adapter(tagger, current_folder(run_dir / ADAPTER_DIR))
         return
     params = {name: p for name, p in tagger.named_parameters() if p.requires_grad}
     load_tensors_into(run_dir / FINETUNED_NAME, params)
