@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,17 +95,44 @@ def load_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
 
 
 def log_record(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / METRICS_FILE, "a") as f:
+    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def read_log(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The records of a metrics.jsonl, each with its line number; blank lines are skipped.
+
+    `log_record` appends each record as one line ending in a newline, so a kill mid-write can cut short the last
+    line only: a last line without its newline that is not valid JSON is left out, with a note. Any other line
+    that is not a JSON object with a "type" and a "step" is an error naming the file and line.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines) and not text.endswith("\n"):
+                print(f"note: {path}:{number}: left out the last line, cut short by a kill while it was written",
+                      file=sys.stderr)
+                continue
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict) or "type" not in record or "step" not in record:
+            raise ValueError(f"{path}:{number}: a record needs a 'type' and a 'step'")
+        records.append((number, record))
+    return records
 
 
 def truncate_log(run_dir: Path, step: int) -> None:
     """On resume, drop records written after the checkpoint so the log reads as one uninterrupted run."""
     path = run_dir / METRICS_FILE
     if path.exists():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        kept = [record for _, record in read_log(path) if record["step"] <= step]
         with atomic_file(path) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
 
 
 def check_resumable(run_dir: Path, config: TrainConfig) -> bool:
