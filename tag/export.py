@@ -268,7 +268,8 @@ def write_export(run: LoadedRun, run_dir: Path, fmt: str, base: Path, folder: Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tag.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
-    parser.add_argument("--out", required=True, help="folder to write (created; must be empty, or an earlier export with --force)")
+    parser.add_argument("--out", required=True,
+                        help="folder to write (created; must be empty, or an earlier export with --force)")
     parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt",
                         help="peft: adapter for the base checkpoint; merged: complete checkpoint")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")

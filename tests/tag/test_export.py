@@ -47,7 +47,7 @@ def make_run(root: Path, smollm2_dir: Path, causal: bool, tie: bool, bidirection
             module.lora_B.normal_(std=0.2)
         tagger.head.weight.normal_()
         tagger.head.bias.normal_()
-    write_run_info(run_dir, config, list(LABELS))
+    write_run_info(run_dir, config, list(LABELS), sources={})  # not trained: no data, no base to record
     save_tuned(tagger, run_dir, config)
     return run_dir
 
@@ -157,7 +157,7 @@ def test_fully_fine_tuned_run_exports_merged_only(tmp_path, smollm2_dir):
     with torch.no_grad():
         for p in tagger.parameters():  # as if every weight had been trained
             p.add_(torch.randn_like(p) * 0.05)
-    write_run_info(run_dir, config, list(LABELS))
+    write_run_info(run_dir, config, list(LABELS), sources={})  # not trained: no data, no base to record
     save_tuned(tagger, run_dir, config)
     assert sorted(p.name for p in run_dir.iterdir()) == ["finetuned.safetensors", "run.json"]
     ids, mask = right_padded_batch()
