@@ -3,8 +3,8 @@ and JSON files read with errors that name them.
 
 A rename within a folder is atomic, so a kill at any moment leaves either the old file (or folder) or the new one,
 never a torn one. A folder is replaced only when it holds nothing but the files its writer writes: no command
-removes what it did not create. Every room that writes something a later run reads (checkpoints, adapters, run settings,
-converted weights, exports, datasets) writes it through these two helpers.
+removes what it did not create. Every room that writes something a later run reads (checkpoints, adapters, run
+settings, converted weights, exports, datasets) writes it through these two helpers.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _check_replaceable(path: Path, owned: Collection[str]) -> None:
         return
     if not path.is_dir():
         raise FileExistsError(f"{path}: exists and is not a folder")
-    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if p.name not in owned or p.is_dir())
+    foreign = sorted(p.name + "/" * p.is_dir() for p in path.iterdir() if p.name not in owned or p.is_dir())
     if foreign:
         raise FileExistsError(f"{path}: holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which "
                               f"this command does not write; it replaces only a folder of its own files "

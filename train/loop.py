@@ -181,8 +181,7 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
                              min_lr_ratio=config.min_lr_ratio)
     average = WeightAverage(trainable, config.average_decay) if config.average_decay is not None else None
     return Run(config, world, device, use_bf16(config.precision, device), run_dir, sources, resume, labels, tokenizer,
-               tagger,
-               optimizer, scheduler, average, train_examples, batch_size, batch_tokens,
+               tagger, optimizer, scheduler, average, train_examples, batch_size, batch_tokens,
                valid=scored_views(valid_sentences),
                seen=scored(seen), valid_subset=scored_views(valid_sentences[:subset]),
                seen_subset=scored(seen[:subset]))

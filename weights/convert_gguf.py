@@ -398,7 +398,7 @@ def convert(gguf_path: str | Path | None = None, out_dir: str | Path = DEFAULT_O
     """
     gguf_path = Path(gguf_path) if gguf_path is not None else default_gguf_path()
     out_dir = Path(out_dir)
-    if out_dir.exists() and out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(out_dir.iterdir()):
         if not is_complete(out_dir):
             raise FileExistsError(f"{out_dir} exists but is not a complete checkpoint, which is all --force "
                                   f"replaces; choose another --out")
