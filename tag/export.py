@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from lora.inject import lora_modules
 from lora.io import read_adapter_config
-from model.files import atomic_folder, read_json
+from model.files import atomic_folder, current_folder, read_json
 from tag.run import LoadedRun, load_run
 from train.config import TrainConfig
 from train.run_dir import ADAPTER_DIR
@@ -43,6 +43,8 @@ PEFT_PREFIX = "base_model.model."  # PeftModel -> LoraModel -> the wrapped trans
 MERGED_CONFIG_NAME = "config.json"
 MERGED_WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
+EXPORT_FILES = ("README.md", PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME, MERGED_CONFIG_NAME, MERGED_WEIGHTS_NAME,
+                *TOKENIZER_FILES)  # all an export writes: --force replaces a folder of these files only
 # Our module names -> LlamaForTokenClassification's: the backbone sits under `model.`, the head is `score`.
 HF_MODULE_PREFIXES = {"backbone.": "model.", "head.": "score."}
 HF_HEAD = "score"
@@ -83,7 +85,7 @@ def peft_state_dict(tagger: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def peft_config(run_dir: Path, base: Path) -> dict:
     """PEFT's `LoraConfig` fields for this run's adapter; the fields left out keep PEFT's defaults."""
-    adapter = read_adapter_config(run_dir / ADAPTER_DIR)
+    adapter = read_adapter_config(current_folder(run_dir / ADAPTER_DIR))
     if adapter.extra != ("head",):
         raise ExportError(f"{run_dir / ADAPTER_DIR / PEFT_CONFIG_NAME}: the adapter trains {list(adapter.extra)} "
                           "besides LoRA; the PEFT export maps only the head (use --format merged)")
@@ -199,18 +201,17 @@ def export_run(
     """Write the `fmt` export of `run_dir` to `out` (see the module docstring) and return `out`.
 
     `model` overrides the base checkpoint folder recorded in the run. The folder appears complete or not at all:
-    it is written beside `out` and renamed into place (model/files.py). A non-empty `out` is replaced only with
-    `force`.
+    it is written beside `out` and renamed into place (model/files.py). `out` may be new or empty; `force` lets
+    it replace an earlier export (of either format), never anything else: a user who types a wrong `--out` (the
+    run itself, the folder of all runs, the checkout) with `--force` expects an export or an error, not the loss
+    of what is there, so a folder holding anything but an export's files is refused and left as it is.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
     run_dir, out = Path(run_dir), Path(out).absolute()
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: run directory not found")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out}: folder is not empty; pass --force to replace it")
+    check_out(run_dir, out, force)
 
     run = load_run(run_dir, device="cpu", model=None if model is None else str(model), merge=False)
     check_expressible(run.config)
@@ -218,9 +219,34 @@ def export_run(
         raise ExportError(f"{run_dir} was fully fine-tuned (--finetune full): it has no LoRA adapter to export "
                           f"for PEFT; use --format merged")
     base = Path(run.config.model).absolute()
-    with atomic_folder(out) as tmp:
+    with atomic_folder(out, EXPORT_FILES) as tmp:
         write_export(run, run_dir, fmt, base, tmp, out)
     return out
+
+
+def check_out(run_dir: Path, out: Path, force: bool) -> None:
+    """Refuse an `out` the export must not replace (see `export_run`), before any work is done."""
+    run = run_dir.resolve()
+    if out.resolve() == run or out.resolve() in run.parents:
+        what = "is" if out.resolve() == run else "holds"
+        raise ExportError(f"{out} {what} the run directory {run_dir}; choose a new folder for the export")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_export(out):
+        raise FileExistsError(f"{out}: folder is not empty and not a llama-ner export, so even --force leaves it; "
+                              f"choose a new folder")
+    if not force:
+        raise FileExistsError(f"{out}: folder is not empty; pass --force to replace it")
+
+
+def is_export(folder: Path) -> bool:
+    """True for a folder holding a whole export of either format and nothing else."""
+    names = {p.name for p in folder.iterdir() if p.is_file()}
+    whole = {"README.md", PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME} <= names or \
+        {"README.md", MERGED_CONFIG_NAME, MERGED_WEIGHTS_NAME} <= names
+    return whole and {p.name for p in folder.iterdir()} <= set(EXPORT_FILES)
 
 
 def write_export(run: LoadedRun, run_dir: Path, fmt: str, base: Path, folder: Path, final: Path) -> None:
@@ -242,11 +268,13 @@ def write_export(run: LoadedRun, run_dir: Path, fmt: str, base: Path, folder: Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tag.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
-    parser.add_argument("--out", required=True, help="folder to write (created; must be empty unless --force)")
+    parser.add_argument("--out", required=True,
+                        help="folder to write (created; must be empty, or an earlier export with --force)")
     parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt",
                         help="peft: adapter for the base checkpoint; merged: complete checkpoint")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier export at --out (a folder holding anything else is never replaced)")
     args = parser.parse_args(argv)
     try:
         out = export_run(args.run, args.out, args.fmt, model=args.model, force=args.force)

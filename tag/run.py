@@ -12,6 +12,7 @@ from data.labels import LabelSet
 from lora.inject import lora_modules, merge_lora
 from lora.io import WEIGHTS_NAME
 from model import load_tokenizer
+from model.files import current_folder
 from model.tagger import Tagger
 from model.tokenizer import Tokenizer
 from tag.quantize import quantize_int8, use_int8
@@ -50,7 +51,7 @@ def load_run(run_dir: str | Path, device: str = "auto", model: str | None = None
     info = read_run_info(run_dir)
     config = dataclasses.replace(info["config"], model=model or info["model"])
     for name in tuned_files(config):
-        if not (run_dir / name).exists():
+        if not current_folder(run_dir / name).exists():  # also a folder a kill left aside (model/files.py)
             raise FileNotFoundError(f"{run_dir / name}: missing; the run has not finished an evaluation yet"
                                     + (OLD_LAYOUT if (run_dir / WEIGHTS_NAME).exists() else ""))
     resolved = resolve_device(device)

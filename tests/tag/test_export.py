@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -45,7 +46,7 @@ def make_run(root: Path, smollm2_dir: Path, causal: bool, tie: bool, bidirection
             module.lora_B.normal_(std=0.2)
         tagger.head.weight.normal_()
         tagger.head.bias.normal_()
-    write_run_info(run_dir, config, list(LABELS))
+    write_run_info(run_dir, config, list(LABELS), sources={})  # not trained: no data, no base to record
     save_tuned(tagger, run_dir, config)
     return run_dir
 
@@ -155,7 +156,7 @@ def test_fully_fine_tuned_run_exports_merged_only(tmp_path, smollm2_dir):
     with torch.no_grad():
         for p in tagger.parameters():  # as if every weight had been trained
             p.add_(torch.randn_like(p) * 0.05)
-    write_run_info(run_dir, config, list(LABELS))
+    write_run_info(run_dir, config, list(LABELS), sources={})  # not trained: no data, no base to record
     save_tuned(tagger, run_dir, config)
     assert sorted(p.name for p in run_dir.iterdir()) == ["finetuned.safetensors", "run.json"]
     ids, mask = right_padded_batch()
@@ -193,9 +194,58 @@ def test_refuses_to_overwrite_a_non_empty_folder(bidirectional_run, tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         export_run(bidirectional_run, out, "peft")
     assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(FileExistsError, match=f"{out}: .*not a llama-ner export"):
+        export_run(bidirectional_run, out, "peft", force=True)  # --force replaces an earlier export, nothing else
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    export_run(bidirectional_run, out, "merged")
     export_run(bidirectional_run, out, "peft", force=True)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left behind
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_force_never_replaces_the_run_or_what_the_user_keeps(tmp_path, smollm2_dir):
+    """--out naming the run itself, a folder holding it, or a folder of the user's own files is refused with
+    --force too, and every file stays as it was."""
+    run_dir = make_run(tmp_path, smollm2_dir, causal=False, tie=True)
+    before = listing(tmp_path)
+    for out, why in ((run_dir, "is the run directory"), (tmp_path, "holds the run directory")):
+        with pytest.raises(ExportError, match=f"{out} {why} {run_dir}"):
+            export_run(run_dir, out, "merged", force=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")  # a name exports write, but not an export
+    with pytest.raises(FileExistsError, match=f"{mine}: .*not a llama-ner export"):
+        export_run(run_dir, mine, "peft", force=True)
+    assert listing(tmp_path) == before | {"mine/README.md": b"my notes"}
+
+
+def test_a_kill_while_the_adapter_is_replaced_loses_no_adapter(tmp_path, smollm2_dir, monkeypatch):
+    """Killed between the two renames that replace adapter/ (model/files.py), the run still loads and exports the
+    adapter it had, and the next save of the adapter puts the folder back in place."""
+    run_dir = make_run(tmp_path, smollm2_dir, causal=False, tie=True)
+    run = load_run(run_dir, device="cpu", merge=False)
+    logits = our_logits(run_dir)
+    real_rename = os.rename
+
+    def killed_after_the_first_rename(src, dst):
+        real_rename(src, dst)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "rename", killed_after_the_first_rename)
+        with pytest.raises(KeyboardInterrupt):
+            save_tuned(run.tagger, run_dir, run.config)
+    assert not (run_dir / ADAPTER_DIR).exists()
+    assert torch.equal(our_logits(run_dir), logits)
+    export_run(run_dir, tmp_path / "peft", "peft")
+    save_tuned(run.tagger, run_dir, run.config)
+    assert sorted(p.name for p in run_dir.iterdir()) == [ADAPTER_DIR, "run.json"]
+    assert torch.equal(our_logits(run_dir), logits)
 
 
 def test_a_failed_export_leaves_nothing(bidirectional_run, tmp_path, monkeypatch):

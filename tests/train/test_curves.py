@@ -198,6 +198,18 @@ def test_malformed_line_names_file_and_line(tmp_path, bad_line, problem):
         read_metrics(path)
 
 
+def test_a_last_line_cut_short_by_a_kill_is_left_out(tmp_path, capsys):
+    """Drawn while a record is being written, or after a kill mid-write: the records before it are drawn."""
+    run_dir = write_log(tmp_path / "run", overfitting_records())
+    whole = read_metrics(run_dir / "metrics.jsonl")
+    lines = len((run_dir / "metrics.jsonl").read_text().splitlines())
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"type": "train", "step": 9')
+    assert read_metrics(run_dir / "metrics.jsonl") == whole
+    assert f"metrics.jsonl:{lines + 1}: " in capsys.readouterr().err
+    plot_run(run_dir)
+
+
 def test_missing_log_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         plot_run(tmp_path)

@@ -3,13 +3,16 @@ need, resumes exactly, and refuses to mix runs."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from data.align import Example, build_examples
 from data.conll import Sentence, document_spans, read_conll
@@ -212,3 +215,58 @@ def test_a_run_directory_refuses_other_settings(tiny_model, conll_slice, tmp_pat
     assert train(TrainConfig(out=tmp_path.name, **settings))["step"] == 1
 
 
+
+
+def quick_run(tiny_model: Path, data: Path, out: Path) -> TrainConfig:
+    return TrainConfig(model=str(tiny_model), data=str(data), out=str(out), limit=16, batch_size=8, max_steps=1)
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@needs_conll
+def test_a_run_without_its_checkpoint_is_never_started_over(tiny_model, conll_slice, tmp_path):
+    """With checkpoint.pt gone, the same command must not delete metrics.jsonl and replace the best adapter: the run
+    directory holds results, and is refused."""
+    config = quick_run(tiny_model, conll_slice, tmp_path / "run")
+    train(config)
+    (tmp_path / "run" / CHECKPOINT_FILE).unlink()
+    before = contents(tmp_path / "run")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'run'} holds .*{ADAPTER_DIR}.*metrics.jsonl.* no "
+                                         f"{CHECKPOINT_FILE}.*another --out"):
+        train(config)
+    assert contents(tmp_path / "run") == before
+
+
+@needs_conll
+def test_resuming_on_other_data_or_other_weights_of_the_same_shape_is_refused(tiny_model, conll_slice, tmp_path):
+    data, model = tmp_path / "data", tmp_path / "model"
+    shutil.copytree(conll_slice, data)
+    shutil.copytree(tiny_model, model)
+    config = quick_run(model, data, tmp_path / "run")
+    train(config)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["sources"]["data"] == str(data.resolve())
+    (data / "train.txt").write_text((data / "train.txt").read_text().replace("EU", "UN", 1))
+    with pytest.raises(ValueError, match=f"train.txt.*another --out"):
+        train(config)
+    shutil.copy(conll_slice / "train.txt", data / "train.txt")
+    assert train(config)["step"] == 1  # the data it started from: it resumes (and is finished)
+
+    tensors = load_file(model / "model.safetensors")
+    save_file({name: torch.randn_like(t) for name, t in tensors.items()}, model / "model.safetensors")
+    with pytest.raises(ValueError, match=f"base weights in {model}"):
+        train(config)
+
+
+@needs_conll
+def test_a_second_training_into_the_same_out_stops_at_once(tiny_model, conll_slice, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first training holds it
+        with pytest.raises(ValueError, match=f"{out}: another training"):
+            train(quick_run(tiny_model, conll_slice, out))
+    assert [p.name for p in out.iterdir()] == [".lock"]
+    assert train(quick_run(tiny_model, conll_slice, out))["step"] == 1  # the lock is free again

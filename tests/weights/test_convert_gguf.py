@@ -296,6 +296,9 @@ def test_complete_folder_is_kept_and_incomplete_refused(tmp_path, capsys):
     (half / "config.json").write_text("{}")
     with pytest.raises(FileExistsError, match="not a complete checkpoint.*--force"):
         convert(out_dir=half)
+    with pytest.raises(FileExistsError, match="not a complete checkpoint.*--force"):
+        convert(out_dir=half, force=True)
+    assert [p.name for p in half.iterdir()] == ["config.json"]
 
 
 def test_failed_conversion_leaves_no_folder(tmp_path, monkeypatch):
@@ -310,7 +313,7 @@ def test_failed_conversion_leaves_no_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_force_replaces_a_folder_whole(tmp_path, monkeypatch):
+def test_force_replaces_a_converted_checkpoint_whole(tmp_path, monkeypatch):
     def write_fresh(reader, out_dir):
         for name in convert_gguf.CHECKPOINT_FILES:
             (out_dir / name).write_text("fresh")
@@ -319,11 +322,40 @@ def test_force_replaces_a_folder_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(convert_gguf, "write_checkpoint", write_fresh)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "stale.bin").write_text("old")
+    for name in convert_gguf.CHECKPOINT_FILES:
+        (out / name).write_text("old")
     convert(default_gguf_path(), out, force=True)
-    assert is_complete(out) and not (out / "stale.bin").exists()
+    assert is_complete(out) and sorted(p.name for p in out.iterdir()) == sorted(convert_gguf.CHECKPOINT_FILES)
     assert (out / "config.json").read_text() == "fresh"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     reference = tmp_path / "reference.txt"
     reference.write_text("")  # created with this process's umask, as a plain new file
     assert (out / "config.json").stat().st_mode == reference.stat().st_mode
+
+
+def test_force_never_replaces_a_folder_it_did_not_write(tmp_path, monkeypatch, capsys):
+    """--force replaces a complete converted checkpoint, nothing else: not one with the user's files beside it, not a
+    half folder, not a folder of other things (`--out .`); each is refused and left as it was."""
+    monkeypatch.setattr(convert_gguf, "GGUFReader", lambda path: None)
+    monkeypatch.setattr(convert_gguf, "write_checkpoint", lambda reader, out_dir: None)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for name in convert_gguf.CHECKPOINT_FILES:
+        (extra / name).write_text("mine")
+    (extra / "notes.txt").write_text("mine")
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text("mine")
+    checkout = tmp_path / "checkout"
+    (checkout / "train").mkdir(parents=True)
+    (checkout / "README.md").write_text("mine")
+    before = {p: p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    for out in (extra, half, checkout):
+        with pytest.raises(FileExistsError, match=str(out)):
+            convert(default_gguf_path(), out, force=True)
+        with pytest.raises(SystemExit) as exit_code:
+            convert_gguf.main(["--out", str(out), "--force"])
+        assert exit_code.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert {p: p.read_text() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert (checkout / "train").is_dir()
