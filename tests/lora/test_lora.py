@@ -1,5 +1,6 @@
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -316,11 +317,16 @@ def test_load_rejects_mismatched_shape_missing_and_unexpected_keys(tmp_path):
 
     missing = {k: v for k, v in tensors.items() if k != "layers.1.mlp.up_proj.lora_B"}
     save_file(missing, path)
-    with pytest.raises(KeyError, match=r"adapter\.safetensors.*missing.*layers\.1\.mlp\.up_proj\.lora_B"):
+    with pytest.raises(ValueError, match=r"adapter\.safetensors.*missing.*layers\.1\.mlp\.up_proj\.lora_B"):
         load_adapter(make_model(), directory)
 
     save_file(dict(tensors, stray=torch.zeros(1)), path)
-    with pytest.raises(KeyError, match=r"adapter\.safetensors.*unexpected.*'stray'"):
+    with pytest.raises(ValueError, match=r"adapter\.safetensors.*unexpected.*'stray'"):
+        load_adapter(make_model(), directory)
+
+    save_file(tensors, path)
+    path.write_bytes(path.read_bytes()[:-8])  # cut short, as by a full disk or an interrupted copy
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: unreadable safetensors file \(.*\)"):
         load_adapter(make_model(), directory)
 
     save_file(tensors, path)
