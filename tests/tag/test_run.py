@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +123,20 @@ def test_a_broken_run_is_one_error_line_naming_the_file_in_predict_and_evaluate(
     for cli, arguments in ((predict_cli, ["Peter Blackburn"]), (evaluate_cli, ["--data", str(data)])):
         assert cli.main(flags + arguments) == 2, cli.__name__
         assert capsys.readouterr().err == f"error: {error.value}\n", cli.__name__
+
+
+@pytest.mark.parametrize("device, gpus, message", [
+    ("gpu", 0, "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("cuda", 0, "--device cuda: there is no such GPU here (torch sees 0 CUDA devices); use --device auto or cpu"),
+    ("cuda:1", 1, "--device cuda:1: there is no such GPU here (torch sees 1 CUDA devices); use --device auto or cpu"),
+], ids=["gpu", "cuda-without-one", "second-of-one"])
+def test_a_device_that_is_not_one_is_one_error_line_in_predict_and_evaluate(tiny_runs, tmp_path, monkeypatch, capsys,
+                                                                             device, gpus, message):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    data = tmp_path / "valid.txt"
+    data.write_text("Peter B-PER\nBlackburn I-PER\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_run(tiny_runs["lora"], device=device)
+    for cli, arguments in ((predict_cli, ["Peter Blackburn"]), (evaluate_cli, ["--data", str(data)])):
+        assert cli.main(["--run", str(tiny_runs["lora"]), "--device", device] + arguments) == 2, cli.__name__
+        assert capsys.readouterr().err == f"error: {message}\n", cli.__name__
