@@ -80,8 +80,13 @@ def load_tensors_into(path: Path, targets: dict[str, torch.Tensor]) -> None:
 
 def read_adapter_config(directory: str | Path) -> AdapterConfig:
     path = Path(directory) / CONFIG_NAME
+    data = path.read_bytes()
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = len(data[data.rfind(b"\n", 0, e.start) + 1 : e.start].decode("utf-8")) + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from e
     expected = sorted(f.name for f in fields(AdapterConfig))

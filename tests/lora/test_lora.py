@@ -349,6 +349,10 @@ def test_read_config_errors_name_the_file(tmp_path):
     (tmp_path / CONFIG_NAME).write_text(json.dumps({"r": 4, "alpha": 8}))
     with pytest.raises(ValueError, match=r"adapter_config\.json: expected exactly the keys"):
         read_adapter_config(tmp_path)
+    latin_1 = '{"r": 4, "alpha": 8,\n "targets": ["q_proj"], "extra": ["tête"]}'.encode("latin-1")
+    (tmp_path / CONFIG_NAME).write_bytes(latin_1)
+    with pytest.raises(ValueError, match=r"adapter_config\.json:2: not valid UTF-8 \(byte 0xea at column 37\)"):
+        read_adapter_config(tmp_path)
 
 
 # ---- parity with PEFT ---------------------------------------------------------------------------
