@@ -9,7 +9,8 @@ Any other count >= 2 also works; NER is always the last column.
 Reading rules:
 - Columns are separated by runs of spaces or tabs. Trailing spaces, tabs and `\\r` (CRLF files)
   are ignored; a line holding only whitespace is a sentence break, like an empty line.
-  A UTF-8 byte-order mark at the start of the file is ignored.
+  A UTF-8 byte-order mark at the start of the file is ignored. Files are UTF-8: other bytes are an error naming
+  the line and column.
 - Documents. A line whose first column is `-DOCSTART-` starts a new document (and ends a sentence).
   Sentences of one document share `doc_id` and stay in file order (document context needs them), and
   the first sentence after the marker has `doc_start=True` so a writer can put the marker back. A file
@@ -23,11 +24,13 @@ Reading rules:
   sentence.
 """
 
+import codecs
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from data.labels import LabelSet
 from data.schemes import SCHEMES, SchemeError, detect_scheme, to_iob2
@@ -61,8 +64,28 @@ def document_spans(sentences: Sequence[Sentence]) -> list[tuple[int, int]]:
 
 def read_conll(path: str | Path, scheme: str = "auto", labels: LabelSet | None = None) -> list[Sentence]:
     """Read a CoNLL file into sentences with IOB2 tags (see the module docstring for the rules)."""
-    with open(path, encoding="utf-8-sig") as f:
-        return _parse(f, str(path), scheme, labels)
+    with open(path, "rb") as f:
+        return _parse(utf8_lines(f, str(path)), str(path), scheme, labels)
+
+
+def utf8_lines(stream: BinaryIO, source: str) -> Iterator[str]:
+    """The lines of a byte stream as text, broken at `\\n`, `\\r\\n` or `\\r` as a text file's are, without a
+    leading byte-order mark. Bytes that are not UTF-8 (a Latin-1 or Windows-1252 file) are an error naming the
+    line and the character column, since the decoder alone names neither."""
+    number = 0
+    for chunk in stream:
+        for raw in chunk.splitlines():
+            number += 1
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                column = len(raw[: e.start].decode("utf-8")) + 1  # the bytes before the first bad one are UTF-8
+                raise ConllFormatError(
+                    f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); if it is "
+                    f"Latin-1 or Windows-1252, convert it: iconv -f cp1252 -t utf-8 {source} > {source}.utf8"
+                ) from None
 
 
 def parse_conll(text: str, source: str = "<text>", scheme: str = "auto", labels: LabelSet | None = None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lora.inject import inject_lora, lora_modules, lora_state_dict
@@ -56,14 +57,19 @@ def save_adapter(model: nn.Module, directory: str | Path, extra: tuple[str, ...]
 @torch.no_grad()
 def load_tensors_into(path: Path, targets: dict[str, torch.Tensor]) -> None:
     """Copy the tensors of a safetensors file into `targets` (name -> tensor of the model), strictly: every name
-    present, no name left over, every shape equal; the error names the file and the tensor."""
-    loaded = load_file(path)
+    present, no name left over, every shape equal. Each failure, a file that is corrupt or cut short too, is a
+    ValueError naming the file (and the tensor), so that the command lines report it in one line."""
+    try:
+        loaded = load_file(path)
+    except SafetensorError as e:
+        raise ValueError(f"{path}: unreadable safetensors file ({e})") from None
     missing = sorted(targets.keys() - loaded.keys())
     unexpected = sorted(loaded.keys() - targets.keys())
     if missing:
-        raise KeyError(f"{path}: missing tensor {missing[0]!r} ({len(missing)} missing in all)")
+        raise ValueError(f"{path}: missing tensor {missing[0]!r} ({len(missing)} missing in all)")
     if unexpected:
-        raise KeyError(f"{path}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} the model has no place for)")
+        raise ValueError(f"{path}: unexpected tensor {unexpected[0]!r} "
+                         f"({len(unexpected)} the model has no place for)")
     for key, target in targets.items():
         if loaded[key].shape != target.shape:
             raise ValueError(f"{path}: tensor {key!r} has shape {tuple(loaded[key].shape)}, "
@@ -74,8 +80,13 @@ def load_tensors_into(path: Path, targets: dict[str, torch.Tensor]) -> None:
 
 def read_adapter_config(directory: str | Path) -> AdapterConfig:
     path = Path(directory) / CONFIG_NAME
+    data = path.read_bytes()
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = len(data[data.rfind(b"\n", 0, e.start) + 1 : e.start].decode("utf-8")) + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from e
     expected = sorted(f.name for f in fields(AdapterConfig))

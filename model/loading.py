@@ -64,7 +64,7 @@ def load_llama(
     missing = sorted(set(expected) - set(state))
     if missing:
         shown = ", ".join(CHECKPOINT_PREFIX + m if m != "lm_head.weight" else m for m in missing[:5])
-        raise KeyError(f"{folder}: {len(missing)} tensor(s) missing from the checkpoint, e.g. {shown}")
+        raise ValueError(f"{folder}: {len(missing)} tensor(s) missing from the checkpoint, e.g. {shown}")
 
     model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()
@@ -92,9 +92,9 @@ def _read_tensors(
                                          f"expected {(config.vocab_size, config.hidden_size)}")
                     continue
                 if name not in expected:
-                    raise KeyError(f"{file}: unexpected tensor {key} (not part of this Llama config)")
+                    raise ValueError(f"{file}: unexpected tensor {key} (not part of this Llama config)")
                 if name in seen or name in tensors:
-                    raise KeyError(f"{file}: tensor {key} appears in more than one shard")
+                    raise ValueError(f"{file}: tensor {key} appears in more than one shard")
                 if shape != expected[name]:
                     raise ValueError(f"{file}: tensor {key} has shape {shape}, expected {expected[name]}")
                 tensor = f.get_tensor(key)

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from data.decode import DECODERS
 from data.schemes import SCHEMES
 from lora.inject import LLAMA_TARGETS
-from train.device import PRECISIONS
+from train.device import PRECISIONS, check_device
 
 DEFAULT_MODEL = "weights/smollm2-135m-instruct"
 WINDOWS = ("document", "sentence", "both")
+FINETUNES = ("lora", "full")
+
+
+def flag(setting: str) -> str:
+    """The command-line flag of a setting: `eval_max_tokens` -> `--eval-max-tokens`."""
+    return "--" + setting.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,7 @@ class TrainConfig:
     # Evaluation, checkpoints, early stopping
     eval_every: int | None = None  # optimizer steps between full evaluations (keep the best); None: once per epoch
     # Between full evaluations, for the curves: every N steps score the first `subset_eval_sentences` of the
-    # validation and training sentences (None: never). They keep no adapter and do not count for --patience.
+    # validation and training sentences (None or 0: never). They keep no adapter and do not count for --patience.
     subset_eval_every: int | None = 300
     subset_eval_sentences: int = 250
     # Padded tokens per evaluation batch: on a CPU, 2048 tags CoNLL-2003's validation 1.35x as fast as 8192 (636
@@ -98,39 +105,74 @@ class TrainConfig:
     fsdp: bool = False  # under torchrun: shard the frozen base per transformer block instead of replicating it
 
     def __post_init__(self) -> None:
+        """Every setting is checked here, before anything is read or loaded: a bad one is refused at the start in
+        one line naming its flag, not a division by zero or a failed evaluation an hour in, nor a different run."""
+        self._check_numbers()
+        check_device(self.device)
+        for name, choices in (("precision", PRECISIONS), ("window", WINDOWS), ("scheme", SCHEMES),
+                              ("decode", DECODERS), ("finetune", FINETUNES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size={self.batch_size} is not a multiple of grad_accum={self.grad_accum}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.window not in WINDOWS:
-            raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {self.window!r}")
-        if self.scheme not in SCHEMES:
-            raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
-        if self.decode not in DECODERS:
-            raise ValueError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
-        if self.finetune not in ("lora", "full"):
-            raise ValueError(f"finetune must be lora or full, got {self.finetune!r}")
+            raise ValueError(f"--batch-size {self.batch_size} is not a multiple of --grad-accum {self.grad_accum}")
+        if self.bidirectional_top_layers and not self.causal:
+            raise ValueError("--bidirectional-top-layers lifts the causal mask of the top layers; it needs --causal")
         if self.finetune == "full" and self.fsdp:
             raise ValueError("--fsdp shards the frozen base; --finetune full has none (train on one device)")
-        if not self.epochs > 0:
-            raise ValueError(f"epochs must be positive, got {self.epochs}")
-        if not 0.0 <= self.alone_fraction <= 1.0:
-            raise ValueError(f"alone_fraction must be in [0, 1], got {self.alone_fraction}")
-        if self.bare_fraction is not None and not 0.0 <= self.bare_fraction <= 1.0:
-            raise ValueError(f"bare_fraction must be in [0, 1], got {self.bare_fraction}")
         if self.bare_fraction and self.window != "both":
             raise ValueError("--bare-fraction strips the sentences that --window both trains alone; use --window both")
         if self.alone_fraction and self.window != "document":
             raise ValueError("--alone-fraction mixes sentence windows into document windows; use --window document")
-        if self.batch_tokens is not None and self.batch_tokens < self.max_len:
-            raise ValueError(f"batch_tokens={self.batch_tokens} cannot hold one window of max_len={self.max_len}")
         if self.window != "sentence" and self.context:
             raise ValueError("--context adds neighbours to sentence windows; document windows already hold them")
-        if self.average_decay is not None and not 0.0 < self.average_decay < 1.0:
-            raise ValueError(f"average_decay must be in (0, 1), got {self.average_decay}")
         unknown = set(self.lora_targets) - set(LLAMA_TARGETS)
         if unknown:
             raise ValueError(f"unknown LoRA targets {sorted(unknown)}; choose from {list(LLAMA_TARGETS)}")
+
+    def _check_numbers(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{flag(field.name)} must be a finite number, got {value}")
+        budget = self.max_len - int(self.add_bos)  # tokens of a window besides BOS
+        window = f"one window (--max-len {self.max_len})"
+        ranges = [  # (setting, whether its value is in range, the range); a setting that may be None may be None
+            ("bidirectional_top_layers", self.bidirectional_top_layers >= 0, "at least 0"),
+            ("lora_r", self.lora_r >= 1, "at least 1"),
+            ("lora_alpha", self.lora_alpha > 0, "positive"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
+            ("head_dropout", 0 <= self.head_dropout < 1, "in [0, 1)"),
+            ("lr", self.lr > 0, "positive"),
+            ("weight_decay", self.weight_decay >= 0, "at least 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+            ("clip_grad_norm", self.clip_grad_norm > 0, "positive"),
+            ("average_decay", self.average_decay is None or 0 < self.average_decay < 1, "in (0, 1)"),
+            ("epochs", self.epochs > 0, "positive"),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1, "at least 1"),
+            ("batch_tokens", self.batch_tokens is None or self.batch_tokens >= self.max_len, f"at least {window}"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("grad_accum", self.grad_accum >= 1, "at least 1"),
+            ("limit", self.limit is None or self.limit >= 1, "at least 1"),
+            ("seed", self.seed >= 0, "at least 0"),
+            ("max_len", budget >= 1, f"at least {1 + int(self.add_bos)} (a token besides BOS)"),
+            ("stride", self.stride is None or 1 <= self.stride <= budget,
+             f"in [1, {budget}] (the tokens of a window besides BOS)"),
+            ("context", self.context >= 0, "at least 0"),
+            ("alone_fraction", 0 <= self.alone_fraction <= 1, "in [0, 1]"),
+            ("bare_fraction", self.bare_fraction is None or 0 <= self.bare_fraction <= 1, "in [0, 1]"),
+            ("eval_every", self.eval_every is None or self.eval_every >= 1, "at least 1"),
+            ("subset_eval_every", self.subset_eval_every is None or self.subset_eval_every >= 0,
+             "at least 0 (0: never)"),
+            ("subset_eval_sentences", self.subset_eval_sentences >= 1, "at least 1"),
+            ("eval_max_tokens", self.eval_max_tokens >= self.max_len, f"at least {window}"),
+            ("train_eval_sentences", self.train_eval_sentences >= 0, "at least 0"),
+            ("patience", self.patience is None or self.patience >= 1, "at least 1"),
+            ("checkpoint_every", self.checkpoint_every >= 1, "at least 1"),
+        ]
+        for name, in_range, allowed in ranges:
+            if not in_range:
+                raise ValueError(f"{flag(name)} must be {allowed}, got {getattr(self, name)}")
 
     @property
     def bare_share(self) -> float:
@@ -178,20 +220,20 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                                      description="Fine-tune a Llama NER tagger on CoNLL-style data.")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe (flags override it)")
     for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
+        option = flag(field.name)
         default = getattr(defaults, field.name)
         if field.name == "causal":
-            parser.add_argument(flag, action="store_true", default=None, help="keep the causal mask")
+            parser.add_argument(option, action="store_true", default=None, help="keep the causal mask")
         elif field.name == "compile":
-            parser.add_argument(flag, action="store_true", default=None, help="torch.compile the transformer blocks")
+            parser.add_argument(option, action="store_true", default=None, help="torch.compile the transformer blocks")
         elif field.name == "fsdp":
-            parser.add_argument(flag, action="store_true", default=None,
+            parser.add_argument(option, action="store_true", default=None,
                                 help="shard the frozen base across the torchrun ranks (FSDP)")
         elif field.name == "add_bos":
             parser.add_argument("--no-bos", dest="add_bos", action="store_false", default=None,
                                 help="do not start windows with the BOS token")
         elif field.name == "lora_targets":
-            parser.add_argument(flag, nargs="+", default=None, help="projections to adapt (default: all seven)")
+            parser.add_argument(option, nargs="+", default=None, help="projections to adapt (default: all seven)")
         else:
             kind = {int: int, float: float, str: str}.get(type(default), str)
             if field.name in ("data", "max_steps", "limit", "eval_every", "subset_eval_every", "patience", "stride",
@@ -199,7 +241,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                 kind = int if field.name != "data" else str
             if field.name in ("average_decay", "bare_fraction"):
                 kind = float
-            parser.add_argument(flag, type=kind, default=None, help=f"default: {default}")
+            parser.add_argument(option, type=kind, default=None, help=f"default: {default}")
     args = vars(parser.parse_args(argv))
     recipe = args.pop("recipe")
     base: dict[str, Any] = dict(RECIPES[recipe]) if recipe else {}

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 
 PRECISIONS = ("auto", "float32", "bf16")
 
 
+def check_device(name: str) -> None:
+    """`name` must be a device this code runs on: auto, cpu, cuda or cuda:N (whether this machine has it or not:
+    a run trained on a GPU is tagged on a CPU)."""
+    if name not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
 def resolve_device(name: str) -> torch.device:
-    """`auto`: the GPU when there is one, else the CPU."""
+    """`auto`: the GPU when there is one, else the CPU. A GPU this machine lacks is refused here rather than when
+    the first weight moves to it."""
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: there is no such GPU here (torch sees {torch.cuda.device_count()} CUDA "
+                         "devices); use --device auto or cpu")
+    return device
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

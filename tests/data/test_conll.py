@@ -75,6 +75,28 @@ def test_crlf_trailing_whitespace_bom_and_blank_whitespace_lines(tmp_path):
     expected = read_conll(tmp_path / "clean.txt")
     assert [s.words for s in expected] == [["EU", "calls"], ["Peter"]]
     assert read_conll(tmp_path / "messy.txt") == expected
+    (tmp_path / "old_mac.txt").write_bytes(clean.replace("\n", "\r").encode("utf-8"))  # CR alone ends a line too
+    assert read_conll(tmp_path / "old_mac.txt") == expected
+
+
+@pytest.mark.parametrize(
+    "data, line, byte, column",
+    [
+        ("EU B-ORG\n\nJosé B-PER\n".encode("latin-1"), 3, 0xE9, 4),
+        ("\u201cHi\u201d O\n".encode("cp1252"), 1, 0x93, 1),
+        (b"\xef\xbb\xbfEU B-ORG\nS\xc3\xa3o\x93 O\n", 2, 0x93, 4),  # columns count characters, not bytes
+        (b"\xef\xbb\xbfS\xe3o B-LOC\n", 1, 0xE3, 2),  # the byte-order mark is not a column
+    ],
+    ids=["latin-1", "cp1252", "after-multibyte", "after-bom"],
+)
+def test_a_file_that_is_not_utf8_is_one_error_naming_line_and_column(tmp_path, data, line, byte, column):
+    path = tmp_path / "latin.txt"
+    path.write_bytes(data)
+    with pytest.raises(ConllFormatError) as error:
+        read_conll(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}:{line}: not valid UTF-8 (byte 0x{byte:02x} at column {column}); ")
+    assert "iconv -f cp1252 -t utf-8" in message and "\n" not in message
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -316,11 +317,16 @@ def test_load_rejects_mismatched_shape_missing_and_unexpected_keys(tmp_path):
 
     missing = {k: v for k, v in tensors.items() if k != "layers.1.mlp.up_proj.lora_B"}
     save_file(missing, path)
-    with pytest.raises(KeyError, match=r"adapter\.safetensors.*missing.*layers\.1\.mlp\.up_proj\.lora_B"):
+    with pytest.raises(ValueError, match=r"adapter\.safetensors.*missing.*layers\.1\.mlp\.up_proj\.lora_B"):
         load_adapter(make_model(), directory)
 
     save_file(dict(tensors, stray=torch.zeros(1)), path)
-    with pytest.raises(KeyError, match=r"adapter\.safetensors.*unexpected.*'stray'"):
+    with pytest.raises(ValueError, match=r"adapter\.safetensors.*unexpected.*'stray'"):
+        load_adapter(make_model(), directory)
+
+    save_file(tensors, path)
+    path.write_bytes(path.read_bytes()[:-8])  # cut short, as by a full disk or an interrupted copy
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: unreadable safetensors file \(.*\)"):
         load_adapter(make_model(), directory)
 
     save_file(tensors, path)
@@ -342,6 +348,10 @@ def test_read_config_errors_name_the_file(tmp_path):
         read_adapter_config(tmp_path)
     (tmp_path / CONFIG_NAME).write_text(json.dumps({"r": 4, "alpha": 8}))
     with pytest.raises(ValueError, match=r"adapter_config\.json: expected exactly the keys"):
+        read_adapter_config(tmp_path)
+    latin_1 = '{"r": 4, "alpha": 8,\n "targets": ["q_proj"], "extra": ["tête"]}'.encode("latin-1")
+    (tmp_path / CONFIG_NAME).write_bytes(latin_1)
+    with pytest.raises(ValueError, match=r"adapter_config\.json:2: not valid UTF-8 \(byte 0xea at column 37\)"):
         read_adapter_config(tmp_path)
 
 

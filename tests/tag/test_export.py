@@ -172,7 +172,7 @@ def test_fully_fine_tuned_run_exports_merged_only(tmp_path, smollm2_dir):
     saved = load_file(run_dir / "finetuned.safetensors")
     saved.pop("head.bias")
     save_file(saved, run_dir / "finetuned.safetensors")
-    with pytest.raises(KeyError, match="missing tensor 'head.bias'"):
+    with pytest.raises(ValueError, match="missing tensor 'head.bias'"):
         load_run(run_dir, device="cpu")
 
 

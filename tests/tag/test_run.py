@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from data.conll import read_conll
+from data.labels import LabelSet
 from lora.inject import lora_modules
+from lora.io import WEIGHTS_NAME
+from tag import evaluate as evaluate_cli
+from tag import predict as predict_cli
 from tag.run import load_run
 from tests.conll_data import needs_conll, records
+from train.build import build_tagger
+from train.config import TrainConfig
 from train.evaluation import tag_and_score
-from train.run_dir import ADAPTER_DIR, RUN_FILE
+from train.run_dir import ADAPTER_DIR, FINETUNED_NAME, RUN_FILE, save_tuned, write_run_info
 
 
 @needs_conll
@@ -48,3 +59,84 @@ def test_a_run_directory_that_is_not_one_is_a_clear_error(trained_run, tmp_path)
     (copy / RUN_FILE).write_text(json.dumps(info))
     with pytest.raises(ValueError, match=f"{copy / RUN_FILE}: not a run file of this version"):
         load_run(copy)
+
+
+LABELS = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory, tiny_model) -> dict[str, Path]:
+    """A run directory as training leaves it for each way of fine-tuning (LoRA, full), of the tiny random model:
+    untrained, since only its files matter here."""
+    runs = {}
+    for finetune in ("lora", "full"):
+        run_dir = tmp_path_factory.mktemp(finetune)
+        config = TrainConfig(model=str(tiny_model), out=str(run_dir), finetune=finetune, device="cpu")
+        write_run_info(run_dir, config, list(LABELS))
+        save_tuned(build_tagger(config, len(LABELS), torch.device("cpu")), run_dir, config)
+        runs[finetune] = run_dir
+    return runs
+
+
+def cut_short(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-8])  # a full disk or an interrupted copy
+
+
+def without_tensor(name: str) -> Callable[[Path], None]:
+    def drop(path: Path) -> None:
+        tensors = load_file(path)
+        del tensors[name]
+        save_file(tensors, path)
+    return drop
+
+
+# (the run, the file broken, how, the error: the path it starts with and the text after it)
+BROKEN = {
+    "adapter-cut-short": ("lora", f"{ADAPTER_DIR}/{WEIGHTS_NAME}", cut_short,
+                          f"{ADAPTER_DIR}/{WEIGHTS_NAME}: unreadable safetensors file ("),
+    "adapter-without-head": ("lora", f"{ADAPTER_DIR}/{WEIGHTS_NAME}", without_tensor("head.bias"),
+                             f"{ADAPTER_DIR}/{WEIGHTS_NAME}: missing tensor 'head.bias'"),
+    "finetuned-cut-short": ("full", FINETUNED_NAME, cut_short, f"{FINETUNED_NAME}: unreadable safetensors file ("),
+    "finetuned-without-a-layer": ("full", FINETUNED_NAME, without_tensor("backbone.layers.1.mlp.up_proj.weight"),
+                                  f"{FINETUNED_NAME}: missing tensor 'backbone.layers.1.mlp.up_proj.weight'"),
+    "base-cut-short": ("lora", "base/model.safetensors", cut_short,
+                       "base/model.safetensors: unreadable safetensors file ("),
+    "base-without-a-layer": ("lora", "base/model.safetensors", without_tensor("model.layers.1.mlp.up_proj.weight"),
+                             "base: 1 tensor(s) missing from the checkpoint, e.g. model.layers.1.mlp.up_proj.weight"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_a_broken_run_is_one_error_line_naming_the_file_in_predict_and_evaluate(tiny_runs, tiny_model, tmp_path,
+                                                                                 capsys, case):
+    finetune, name, damage, message = BROKEN[case]
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_runs[finetune], run_dir)
+    shutil.copytree(tiny_model, run_dir / "base")  # the base checkpoint, here to break (--model points to it)
+    damage(run_dir / name)
+    with pytest.raises(ValueError) as error:
+        load_run(run_dir, device="cpu", model=str(run_dir / "base"))
+    assert str(error.value).startswith(f"{run_dir}/{message}") and "\n" not in str(error.value)
+    data = tmp_path / "valid.txt"
+    data.write_text("Peter B-PER\nBlackburn I-PER\n")
+    flags = ["--run", str(run_dir), "--model", str(run_dir / "base"), "--device", "cpu"]
+    for cli, arguments in ((predict_cli, ["Peter Blackburn"]), (evaluate_cli, ["--data", str(data)])):
+        assert cli.main(flags + arguments) == 2, cli.__name__
+        assert capsys.readouterr().err == f"error: {error.value}\n", cli.__name__
+
+
+@pytest.mark.parametrize("device, gpus, message", [
+    ("gpu", 0, "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("cuda", 0, "--device cuda: there is no such GPU here (torch sees 0 CUDA devices); use --device auto or cpu"),
+    ("cuda:1", 1, "--device cuda:1: there is no such GPU here (torch sees 1 CUDA devices); use --device auto or cpu"),
+], ids=["gpu", "cuda-without-one", "second-of-one"])
+def test_a_device_that_is_not_one_is_one_error_line_in_predict_and_evaluate(tiny_runs, tmp_path, monkeypatch, capsys,
+                                                                             device, gpus, message):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    data = tmp_path / "valid.txt"
+    data.write_text("Peter B-PER\nBlackburn I-PER\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_run(tiny_runs["lora"], device=device)
+    for cli, arguments in ((predict_cli, ["Peter Blackburn"]), (evaluate_cli, ["--data", str(data)])):
+        assert cli.main(["--run", str(tiny_runs["lora"]), "--device", device] + arguments) == 2, cli.__name__
+        assert capsys.readouterr().err == f"error: {message}\n", cli.__name__
