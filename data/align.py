@@ -5,7 +5,9 @@ vocabulary) glues a leading space to the following word ("Ġword" style tokens),
 the word is tokenized inside running text; doing it for the first word too gives every word the
 same tokens wherever it stands. Llama 3's pre-tokenizer never joins text across the space in
 front of a word, so the concatenated word encodings equal the encoding of
-`" " + " ".join(words)` and no token straddles two words.
+`" " + " ".join(words)` and no token straddles two words. A word is encoded in its composed form
+(NFC): a tokenizer learnt "é", not "e" and a combining accent, from text that is nearly all NFC.
+The words themselves stay as given, so offsets into the caller's text are unchanged.
 
 Labels. The first subtoken of a word carries its label id; the other subtokens and BOS get
 IGNORE_INDEX, so the loss and the prediction see exactly one position per word.
@@ -29,6 +31,7 @@ has most context. Every sentence then sees its neighbours, and a token is comput
 `max_len / stride` times instead of once per window it appears in.
 """
 
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -86,7 +89,7 @@ def build_examples(
 
     def encode(word: str) -> list[int]:
         if word not in cache:
-            ids = tokenizer.encode(" " + word, bos=False)
+            ids = tokenizer.encode(" " + unicodedata.normalize("NFC", word), bos=False)
             if not ids:
                 raise ValueError(f"word {word!r} encodes to no tokens")
             cache[word] = ids

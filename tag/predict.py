@@ -4,9 +4,9 @@
     echo "one text per line" | python -m tag.predict --run RUN_DIR
     python -m tag.predict --run RUN_DIR --conll FILE [--out FILE]
 
-Plain text gives one JSON line per input text: its entities with type, surface text, character offsets
-(`text[start:end]`) and score, the probability that exactly this span is an entity of this type. Standard input is
-read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are written (and flushed) before the next is
+Plain text gives one JSON line per input text: its entities with type, surface text, code-point offsets
+(`text[start:end]` in Python) and score, the probability that exactly this span is an entity of this type. Standard
+input is read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are written (and flushed) before the next is
 read, so a pipe of any length streams. A line that is not valid UTF-8
 stops the stream with an error naming it, after every line before it has its answer. CoNLL in (any column
 count, the first column the token) gives CoNLL out: `token tag`, with a progress bar on stderr.

@@ -7,7 +7,9 @@
     tagger.tag_words([["Angela", "Merkel", "visited", "Paris", "."]])
 
 Every text (or word list) is tagged alone, as a document of its own. Raw text is split into words as CoNLL-2003
-splits them (tag/words.py); pre-split words are joined by single spaces, and `start` / `end` index that string.
+splits them (tag/words.py; combining marks stay in their word); pre-split words are joined by single spaces. `start`
+and `end` are code-point offsets (Python string indices) into the text as given, or into the joined words: the model
+reads every word in its composed (NFC) form, but offsets and `text` always index the caller's own string.
 `score` is the probability, under the tagger's label distributions and IOB2's rules, that exactly this span is an
 entity of this type (data/confidence.py): an entity below 0.5 is more likely wrong than right.
 """
@@ -32,8 +34,8 @@ from train.evaluation import tag_and_score
 class Entity:
     type: str
     text: str
-    start: int  # character offset of the first character
-    end: int  # character offset one past the last character: text == source[start:end]
+    start: int  # code-point offset (string index) of the first character in the text as given
+    end: int  # code-point offset one past the last character: text == source[start:end]
     score: float  # in [0, 1]: the probability that exactly this span is an entity of this type
 
 

@@ -1,6 +1,7 @@
 """data/align.py: words -> subword Examples -> back to one tag per word, with the real Llama 3.2 tokenizer."""
 
 import random
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,13 @@ def test_real_dev_set_every_word_predicted_once(tok, dev_sentences, max_len, con
     else:
         assert len(examples) > len(sentences)  # some dev sentences need more than one 64-token window
     assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
+
+
+def test_the_model_reads_words_in_their_composed_form(tok):
+    """A decomposed (NFD) accent is encoded as the composed letter the tokenizer was trained on; the words stay as
+    given, so the caller's offsets still index its own text."""
+    composed = ["José", "María", "visitó", "Bogotá"]
+    decomposed = Sentence([unicodedata.normalize("NFD", word) for word in composed])
+    assert decomposed.words != composed
+    (example,) = build_examples([decomposed], tok, max_len=32, labels=LABELS)
+    assert example.input_ids[1:] == tok.encode(" " + " ".join(composed))

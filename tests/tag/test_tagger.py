@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import unicodedata
 
 import pytest
 
@@ -86,3 +87,16 @@ def test_scores_rank_correct_entities_above_wrong_ones(tagger, conll_slice):
     precision = lambda keep: sum(map(keep, right)) / max(1, sum(map(keep, right)) + sum(map(keep, wrong)))
     assert precision(lambda s: s >= 0.5) > precision(lambda s: s < 0.5)
     assert sum(right) / len(right) > sum(wrong) / len(wrong)
+
+
+@needs_conll
+def test_a_decomposed_text_gets_the_entities_of_the_composed_one_at_its_own_offsets(tagger):
+    composed = "José María Aznar met Müller in Bogotá and Zürich on Monday ."
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert len(decomposed) > len(composed)
+    found_composed, found_decomposed = tagger.tag([composed, decomposed])
+    assert found_composed, "no entity in an easy sentence"
+    assert [(e.type, unicodedata.normalize("NFC", e.text)) for e in found_decomposed] == [
+        (e.type, e.text) for e in found_composed]
+    assert [e.score for e in found_decomposed] == pytest.approx([e.score for e in found_composed], abs=1e-5)
+    assert all(decomposed[e.start:e.end] == e.text for e in found_decomposed)
