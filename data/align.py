@@ -112,9 +112,7 @@ def build_examples(
                 _grow(sizes, a, b, lo, hi, first, stop, budget, context)
                 for a, b in _chunks(sizes, first, stop, budget, stride)
             ]
-            owners = _owners(offsets, first, stop, windows)
-            for k, (left, right) in enumerate(windows):
-                predicted = [i for i in range(first, stop) if owners[i - first] == k]
+            for (left, right), predicted in zip(windows, _predicted_words(offsets, first, stop, windows)):
                 if predicted:
                     examples.append(_example(stream, left, right, predicted, sentences, bos_id, label_ids))
     return examples
@@ -188,19 +186,21 @@ def _grow(
     return left, right
 
 
-def _owners(offsets: list[int], first: int, stop: int, windows: list[tuple[int, int]]) -> list[int]:
-    """For each word of [first, stop), the window (index) predicting it: the one where it has most
-    context, min(tokens before it, tokens after it) within the window; the earliest on ties."""
-    owners = []
-    for i in range(first, stop):
-        best, owner = -1, -1
-        for k, (left, right) in enumerate(windows):
-            if left <= i < right:
-                room = min(offsets[i] - offsets[left], offsets[right] - offsets[i + 1])
-                if room > best:
-                    best, owner = room, k
-        owners.append(owner)
-    return owners
+def _predicted_words(offsets: list[int], first: int, stop: int, windows: list[tuple[int, int]]) -> list[list[int]]:
+    """For each window, the words of [first, stop) it predicts: each word in the window where it has most context,
+    min(tokens before it, tokens after it) within the window, the earliest on ties. Each window visits only its own
+    words, so the work is the windows' total length, about max_len / stride visits per word, however long the
+    document: not one visit of every window per word."""
+    best, owner = [-1] * (stop - first), [-1] * (stop - first)
+    for k, (left, right) in enumerate(windows):
+        for i in range(max(left, first), min(right, stop)):
+            room = min(offsets[i] - offsets[left], offsets[right] - offsets[i + 1])
+            if room > best[i - first]:
+                best[i - first], owner[i - first] = room, k
+    predicted: list[list[int]] = [[] for _ in windows]
+    for i, k in enumerate(owner):
+        predicted[k].append(first + i)
+    return predicted
 
 
 def _example(

