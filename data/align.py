@@ -16,8 +16,11 @@ Windows. An Example is one window of at most `max_len` tokens (BOS included when
 A sentence that does not fit is cut, at word boundaries, into chunks of about `stride` tokens,
 and each chunk gets a window filled up with the words around it, so windows overlap. Each word
 is predicted in exactly one of its sentence's windows: the one where it has most context,
-min(tokens before it, tokens after it), the earliest on ties. Nothing is truncated; a single
-word longer than the window raises an error naming it.
+min(tokens before it, tokens after it), the earliest on ties. Nothing is truncated, except a
+single word longer than a whole window (a 300-digit number, a run of CJK characters without a
+space): it keeps the subtokens that fit, from its first. Its first subtoken carries its label,
+and the ones nearest it say most about it; splitting it into several words would give one word
+several labels, and refusing it would leave the whole call, every other text in it, untagged.
 
 Document context (FLERT, Schweter & Akbik 2020, arXiv:2011.06993). With `context > 0`, up to
 `context` tokens of the neighbouring sentences of the same document are added on each side
@@ -32,7 +35,7 @@ has most context. Every sentence then sees its neighbours, and a token is comput
 """
 
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import TypeVar
@@ -92,12 +95,12 @@ def build_examples(
             ids = tokenizer.encode(" " + unicodedata.normalize("NFC", word), bos=False)
             if not ids:
                 raise ValueError(f"word {word!r} encodes to no tokens")
-            cache[word] = ids
+            cache[word] = ids[:budget]  # a word longer than a window keeps what fits (module docstring)
         return cache[word]
 
     examples: list[Example] = []
     for start, end in document_spans(sentences):
-        stream = _word_stream(sentences, start, end, encode, budget, max_len)
+        stream = [(s, w, encode(word)) for s in range(start, end) for w, word in enumerate(sentences[s].words)]
         sizes = [len(ids) for _, _, ids in stream]
         offsets = [0, *accumulate(sizes)]  # offsets[i]: tokens before word i of the stream
         # Spans cut into windows: each sentence of the document, or the document as a whole.
@@ -127,26 +130,6 @@ def _label_ids(sentences: Sequence[Sentence], labels: LabelSet | None) -> dict[s
                 raise ValueError(f"sentence {s} (line {sentence.line + w}): tag {tag} is not in the label set "
                                  f"({labels if labels is not None else 'none given'})")
     return label_ids
-
-
-def _word_stream(
-    sentences: Sequence[Sentence],
-    start: int,
-    end: int,
-    encode: Callable[[str], list[int]],
-    budget: int,
-    max_len: int,
-) -> list[tuple[int, int, list[int]]]:
-    """The words of sentences [start, end) as one stream of (sentence index, word index, token ids); a word longer
-    than a window is an error naming it, since it could never be predicted whole."""
-    stream = [(s, w, encode(word)) for s in range(start, end) for w, word in enumerate(sentences[s].words)]
-    for s, w, ids in stream:
-        if len(ids) > budget:
-            raise ValueError(
-                f"word {sentences[s].words[w]!r} (sentence {s}, line {sentences[s].line}, word {w}) "
-                f"has {len(ids)} subtokens, more than the {budget} a window of max_len={max_len} holds"
-            )
-    return stream
 
 
 def _chunks(sizes: list[int], first: int, stop: int, budget: int, stride: int) -> list[tuple[int, int]]:

@@ -6,10 +6,10 @@
 
 Plain text gives one JSON line per input text: its entities with type, surface text, code-point offsets
 (`text[start:end]` in Python) and score, the probability that exactly this span is an entity of this type. Standard
-input is read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are written (and flushed) before the next is
-read, so a pipe of any length streams. A line that is not valid UTF-8
-stops the stream with an error naming it, after every line before it has its answer. CoNLL in (any column
-count, the first column the token) gives CoNLL out: `token tag`, with a progress bar on stderr.
+input is read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are written (and flushed) before the next
+is read, so a pipe of any length streams. A line that is not valid UTF-8 is an error naming it; the lines before and
+after it are answered, and the exit code is 2. CoNLL in (any column count, the first column the token) gives CoNLL
+out: `token tag`, with a progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from data.conll import Sentence, read_conll, write_conll
 from tag.run import LoadedRun
-from tag.tagger import load_tagger
+from tag.tagger import EntityTagger, load_tagger
 from train.evaluation import tag_and_score
 
 STREAM_CHUNK = 64  # stdin lines tagged together: batches fill up, and each answer waits for at most 63 others
@@ -37,32 +37,39 @@ def tag_sentences(run: LoadedRun, sentences: list[Sentence], progress: str | Non
                          progress=progress).tags
 
 
-def read_lines(stream: BinaryIO, source: str = "<stdin>") -> Iterator[str]:
-    """The lines of a byte stream, one at a time, as text without the line break; invalid UTF-8 is an error
-    naming the line."""
+def read_lines(stream: BinaryIO, source: str = "<stdin>") -> Iterator[str | ValueError]:
+    """The lines of a byte stream, one at a time, as text without the line break. A line that is not valid UTF-8
+    comes as a ValueError naming it, in its place, so that the lines after it are read too."""
     for number, raw in enumerate(stream, start=1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                             f"{e.start + 1})") from None
+            yield ValueError(f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+            continue
         yield line.removesuffix("\n").removesuffix("\r")
 
 
-def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Lists of `size` items (the last may be shorter). An error while reading comes after the items before it."""
-    iterator, chunk = iter(items), []
-    while True:
-        try:
-            chunk.extend(islice(iterator, size - len(chunk)))
-        except ValueError:
-            if chunk:
-                yield chunk
-            raise
-        if not chunk:
-            return
+def chunked(items: Iterable[str | ValueError], size: int) -> Iterator[list[str | ValueError]]:
+    """Lists of `size` items (the last may be shorter), each taken only once the one before has been handled."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
         yield chunk
-        chunk = []
+
+
+def tag_texts(tagger: EntityTagger, texts: Iterable[str | ValueError]) -> int:
+    """One JSON line of entities per text, chunk by chunk; an error (a line that was not text) is named on stderr
+    in its place. The exit code: 2 if any text failed, else 0."""
+    failed = False
+    for chunk in chunked(texts, STREAM_CHUNK):
+        answers = iter(tagger.tag([text for text in chunk if isinstance(text, str)]))
+        for text in chunk:
+            if isinstance(text, ValueError):
+                print(f"error: {text}", file=sys.stderr)
+                failed = True
+            else:
+                print(json.dumps({"text": text, "entities": [vars(e) for e in next(answers)]}, ensure_ascii=False))
+        sys.stdout.flush()
+    return 2 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,16 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         write_conll(args.out, sentences, [tag_sentences(run, sentences, progress=args.conll)])
         return 0
-    texts = args.texts or read_lines(sys.stdin.buffer)
     try:
-        for chunk in chunked(texts, STREAM_CHUNK):
-            for text, entities in zip(chunk, tagger.tag(chunk)):
-                print(json.dumps({"text": text, "entities": [vars(e) for e in entities]}, ensure_ascii=False))
-            sys.stdout.flush()
+        return tag_texts(tagger, args.texts or read_lines(sys.stdin.buffer))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

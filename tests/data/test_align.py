@@ -96,15 +96,37 @@ def test_long_sentence_is_split_into_windows_each_word_predicted_once(tok):
                 assert room(w, span) == max(room(w, other) for other in spans)
 
 
-def test_word_longer_than_window_is_an_error(tok):
+def test_a_word_longer_than_a_window_keeps_the_subtokens_that_fit(tok):
     long_word = "Donaudampfschifffahrtsgesellschaftskapitänswitwe"
     sentence = Sentence(["The", long_word, "arrived"], ["O", "B-PER", "O"], line=7)
     n = len(tok.encode(" " + long_word))
-    with pytest.raises(ValueError, match=f"word '{long_word}' \\(sentence 0, line 7, word 1\\) has {n} subtokens"):
-        build_examples([sentence], tok, max_len=n, labels=LABELS)  # BOS leaves n - 1 tokens
+    examples = build_examples([sentence], tok, max_len=n, labels=LABELS)  # BOS leaves n - 1 tokens
+    (alone,) = [e for e in examples if e.words == [(0, 1)]]
+    assert alone.input_ids == [tok.bos_id, *tok.encode(" " + long_word)[: n - 1]]  # its first n - 1 subtokens
+    assert alone.labels[1] == LABELS.ids["B-PER"]
+    assert all(len(e.input_ids) <= n for e in examples)
+    assert predictions_to_tags(examples, gold_predictions(examples), [sentence]) == [sentence.tags]
     examples = build_examples([sentence], tok, max_len=n, add_bos=False, stride=1, labels=LABELS)  # fits without BOS
     assert [len(e.input_ids) for e in examples if e.words == [(0, 1)]] == [n]
     assert predictions_to_tags(examples, gold_predictions(examples), [sentence]) == [sentence.tags]
+
+
+@pytest.mark.parametrize("document", [True, False])
+def test_an_over_long_word_leaves_the_other_sentences_as_they_are_alone(tok, document):
+    """A 300-digit number (a token per 3 digits) and 100 CJK characters without a space, beside ordinary sentences:
+    every word is predicted, and the ordinary sentences get the very windows they get alone."""
+    good = [Sentence(["Peter", "Blackburn", "visited", "Brussels", "."], doc_id=0),
+            Sentence(["EU", "rejects", "German", "call"], doc_id=2)]
+    bad = Sentence(["Pi", "is", "3." + "1" * 300, "or", "東京" * 50], doc_id=1)
+    settings = dict(max_len=64, document=document)
+    examples = build_examples([good[0], bad, good[1]], tok, **settings)
+    assert all(len(e.input_ids) <= 64 for e in examples)
+    per_word = predictions_per_word(examples, [e.positions for e in examples], [good[0], bad, good[1]])
+    assert [len(p) for p in per_word] == [5, 5, 4]
+    renumber = {0: 0, 2: 1}
+    for alone, k in zip(build_examples(good, tok, **settings), [0, 2]):
+        (beside,) = [e for e in examples if e.words[0][0] == k]
+        assert beside.input_ids == alone.input_ids and [(renumber[s], w) for s, w in beside.words] == alone.words
 
 
 def test_document_context_adds_neighbours_of_the_same_document_only(tok):
@@ -337,3 +359,4 @@ def test_windows_of_a_document_cost_linear_work_in_its_words(tok):
         return traced_lines(align, lambda: build_examples(document, tok, max_len=32, stride=16, document=True))
 
     assert lines_for(2000) < 5 * lines_for(500)
+

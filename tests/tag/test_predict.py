@@ -67,12 +67,24 @@ def test_predict_streams_stdin_answering_each_chunk_before_reading_on(trained_ru
 
 
 @needs_conll
-def test_invalid_utf8_on_stdin_is_named_after_the_lines_before_it_are_answered(trained_run, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "stdin", CountingStdin([b"Brussels\n", b"\n", b"ok\r\n", b"\xff bad\n", b"never\n"]))
+def test_invalid_utf8_on_stdin_is_named_and_the_lines_around_it_are_answered(trained_run, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", CountingStdin([b"Brussels\n", b"\n", b"ok\r\n", b"\xff bad\n", b"after\n"]))
+    monkeypatch.setattr(predict_cli, "STREAM_CHUNK", 2)  # the bad line in the middle of a chunk
     assert predict_cli.main(["--run", str(trained_run)]) == 2
     out, err = capsys.readouterr()
-    assert [json.loads(line)["text"] for line in out.strip().split("\n")] == ["Brussels", "", "ok"]
-    assert "<stdin>:4: not valid UTF-8 (byte 0xff at column 1)" in err
+    assert [json.loads(line)["text"] for line in out.strip().split("\n")] == ["Brussels", "", "ok", "after"]
+    assert err.count("error") == 1 and "error: <stdin>:4: not valid UTF-8 (byte 0xff at column 1)\n" in err
+
+
+@needs_conll
+def test_an_over_long_word_on_stdin_is_tagged_and_the_stream_goes_on(trained_run, monkeypatch, capsys):
+    lines = [b"Peter Blackburn met EU officials in Brussels .\n", b"Pi is 3." + b"1" * 300 + b"\n",
+             "東京".encode() * 100 + b"\n", b"Angela Merkel visited Paris .\n"]
+    monkeypatch.setattr(sys, "stdin", CountingStdin(lines))
+    assert predict_cli.main(["--run", str(trained_run)]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["text"] for line in out.splitlines()] == [line.decode().strip() for line in lines]
+    assert "error" not in err
 
 
 @needs_conll
@@ -88,3 +100,12 @@ def test_predict_cli_names_the_line_of_a_malformed_conll_file(trained_run, tmp_p
     assert predict_cli.main(["--run", str(trained_run), "--conll", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}:2:") and "Traceback" not in err
+
+
+@needs_conll
+def test_predict_conll_tags_an_over_long_token(trained_run, tmp_path, capsys):
+    source = tmp_path / "in.txt"
+    source.write_text(f"Pi O\nis O\n3.{'1' * 300} O\n\nParis B-LOC\n")
+    out = tmp_path / "out.txt"
+    assert predict_cli.main(["--run", str(trained_run), "--conll", str(source), "--out", str(out)]) == 0
+    assert [s.words for s in read_conll(out, scheme="iob2")] == [["Pi", "is", "3." + "1" * 300], ["Paris"]]

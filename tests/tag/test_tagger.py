@@ -100,3 +100,20 @@ def test_a_decomposed_text_gets_the_entities_of_the_composed_one_at_its_own_offs
         (e.type, e.text) for e in found_composed]
     assert [e.score for e in found_decomposed] == pytest.approx([e.score for e in found_composed], abs=1e-5)
     assert all(decomposed[e.start:e.end] == e.text for e in found_decomposed)
+
+
+@needs_conll
+def test_an_over_long_word_leaves_the_other_texts_as_they_are_alone(tagger):
+    """A 300-digit number and 100 CJK characters without a space are each longer than a window: they are tagged,
+    and the texts around them get what they get alone."""
+    good = "Peter Blackburn met officials of the European Commission in Brussels on Monday ."
+    bad = ["Pi is 3." + "1" * 300 + " , said Peter Blackburn .", "東京" * 50]
+    found = tagger.tag([good, *bad, good])
+    alone = tagger.tag([good])[0]
+    assert alone, "no entity in an easy sentence"
+    for beside in (found[0], found[3]):
+        assert [(e.type, e.start, e.end) for e in beside] == [(e.type, e.start, e.end) for e in alone]
+        assert [e.score for e in beside] == pytest.approx([e.score for e in alone], abs=1e-5)
+    for text, entities in zip(bad, found[1:3]):
+        assert all(text[e.start:e.end] == e.text for e in entities)
+
