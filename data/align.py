@@ -1,13 +1,14 @@
 """Word -> subword alignment: sentences become model-sized Examples, predictions come back per word.
 
-Encoding. Each word is encoded on its own as `" " + word`. A byte-level BPE (Llama 3's tiktoken
-vocabulary) glues a leading space to the following word ("Ġword" style tokens), so this is how
-the word is tokenized inside running text; doing it for the first word too gives every word the
-same tokens wherever it stands. Llama 3's pre-tokenizer never joins text across the space in
-front of a word, so the concatenated word encodings equal the encoding of
-`" " + " ".join(words)` and no token straddles two words. A word is encoded in its composed form
-(NFC): a tokenizer learnt "é", not "e" and a combining accent, from text that is nearly all NFC.
-The words themselves stay as given, so offsets into the caller's text are unchanged.
+Encoding. Each word is encoded on its own, with the tokens it has inside running text after a
+space (`Tokenizer.encode_word`): `" " + word` for a byte-level BPE (Llama 3's tiktoken vocabulary
+glues a leading space to the following word, "Ġword"), the word with its dummy-prefix '▁' for a
+Llama 2 sentencepiece model. Doing it for the first word too gives every word the same tokens
+wherever it stands. Neither joins text across the space in front of a word, so the concatenated
+word encodings equal the encoding of the words joined by spaces (with a leading space for BPE)
+and no token straddles two words. A word is encoded in its composed form (NFC): a tokenizer
+learnt "é", not "e" and a combining accent, from text that is nearly all NFC. The words
+themselves stay as given, so offsets into the caller's text are unchanged.
 
 Labels. The first subtoken of a word carries its label id; the other subtokens and BOS get
 IGNORE_INDEX, so the loss and the prediction see exactly one position per word.
@@ -92,7 +93,7 @@ def build_examples(
 
     def encode(word: str) -> list[int]:
         if word not in cache:
-            ids = tokenizer.encode(" " + unicodedata.normalize("NFC", word), bos=False)
+            ids = tokenizer.encode_word(unicodedata.normalize("NFC", word))
             if not ids:
                 raise ValueError(f"word {word!r} encodes to no tokens")
             cache[word] = ids[:budget]  # a word longer than a window keeps what fits (module docstring)

