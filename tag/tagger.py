@@ -59,7 +59,16 @@ class EntityTagger:
                               [[m.group() for m in found] for found in words])
 
     def tag_words(self, sentences: Iterable[Sequence[str]]) -> list[list[Entity]]:
-        """The entities of each pre-split sentence; offsets index the words joined by single spaces."""
+        """The entities of each pre-split sentence; offsets index the words joined by single spaces. A flat list of
+        words is refused rather than read as sentences of one-character words."""
+        if isinstance(sentences, str):
+            raise TypeError("tag_words() takes a list of word lists; tag([text]) tags a raw text")
+        sentences = list(sentences)
+        flat = [i for i, words in enumerate(sentences) if isinstance(words, str)]
+        if flat:
+            hint = f": for one sentence, tag_words([{sentences!r}])" if len(flat) == len(sentences) else ""
+            raise TypeError(f"tag_words() takes a list of word lists, and sentence {flat[0]} is a string "
+                            f"({sentences[flat[0]]!r}){hint}")
         sentences = [list(words) for words in sentences]
         texts, spans = [], []
         for i, words in enumerate(sentences):

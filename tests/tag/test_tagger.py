@@ -117,3 +117,13 @@ def test_an_over_long_word_leaves_the_other_texts_as_they_are_alone(tagger):
     for text, entities in zip(bad, found[1:3]):
         assert all(text[e.start:e.end] == e.text for e in entities)
 
+
+@needs_conll
+def test_a_flat_list_of_words_is_refused(tagger):
+    """tag_words takes a list of word lists: a flat list would be read as words of one character each."""
+    with pytest.raises(TypeError, match=r"tag_words\(\) takes a list of word lists.*tag_words\(\[\['Peter', "
+                                        r"'Blackburn'\]\]\)"):
+        tagger.tag_words(["Peter", "Blackburn"])
+    with pytest.raises(TypeError, match="tag_words\\(\\) takes a list of word lists"):
+        tagger.tag_words([["Peter"], "Blackburn"])
+    assert tagger.tag_words([("Peter", "Blackburn")]) == tagger.tag_words([["Peter", "Blackburn"]])
