@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from data.labels import LabelSet
 from data.schemes import SCHEMES, SchemeError, detect_scheme, to_iob2
@@ -164,25 +165,30 @@ def write_conll(path: str | Path, sentences: Sequence[Sentence], columns: Sequen
     lines: the original `-DOCSTART- -X- O O` shape adapted to this file's column count, since
     conlleval rejects lines whose column count differs.
     """
+    with open(path, "w", encoding="utf-8") as f:
+        write_sentences(f, sentences, columns)
+
+
+def write_sentences(f: TextIO, sentences: Sequence[Sentence], columns: Sequence[Sequence[Sequence[str]]]) -> None:
+    """write_conll's lines, to an open text stream: standard output, or a file written a piece at a time."""
     for c, column in enumerate(columns):
         if len(column) != len(sentences):
             raise ValueError(f"column {c} has tags for {len(column)} sentences, expected {len(sentences)}")
     docstart = " ".join([DOCSTART] + ["O"] * len(columns)) + "\n\n"
-    with open(path, "w", encoding="utf-8") as f:
-        for i, sentence in enumerate(sentences):
-            for c, column in enumerate(columns):
-                if len(column[i]) != len(sentence.words):
-                    raise ValueError(
-                        f"column {c}, sentence {i} (line {sentence.line}): "
-                        f"{len(column[i])} tags for {len(sentence.words)} words"
-                    )
-            if sentence.doc_start:
-                f.write(docstart)
-            for w, word in enumerate(sentence.words):
-                if word == "" or _COLUMN_SEP.search(word) or "\n" in word:
-                    raise ValueError(f"sentence {i} (line {sentence.line}), word {w}: {word!r} cannot be a CoNLL token")
-                f.write(" ".join([word] + [column[i][w] for column in columns]) + "\n")
-            f.write("\n")
+    for i, sentence in enumerate(sentences):
+        for c, column in enumerate(columns):
+            if len(column[i]) != len(sentence.words):
+                raise ValueError(
+                    f"column {c}, sentence {i} (line {sentence.line}): "
+                    f"{len(column[i])} tags for {len(sentence.words)} words"
+                )
+        if sentence.doc_start:
+            f.write(docstart)
+        for w, word in enumerate(sentence.words):
+            if word == "" or _COLUMN_SEP.search(word) or "\n" in word:
+                raise ValueError(f"sentence {i} (line {sentence.line}), word {w}: {word!r} cannot be a CoNLL token")
+            f.write(" ".join([word] + [column[i][w] for column in columns]) + "\n")
+        f.write("\n")
 
 
 def write_conlleval(path: str | Path, sentences: Sequence[Sentence], predictions: Sequence[Sequence[str]]) -> None:

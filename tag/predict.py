@@ -9,7 +9,8 @@ Plain text gives one JSON line per input text: its entities with type, surface t
 input is read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are written (and flushed) before the next
 is read, so a pipe of any length streams. A line that is not valid UTF-8 is an error naming it; the lines before and
 after it are answered, and the exit code is 2. CoNLL in (any column count, the first column the token) gives CoNLL
-out: `token tag`, with a progress bar on stderr.
+out: `token tag`, with a progress bar on stderr, to standard output as the shell opened it (`>> all.tagged` appends)
+or to `--out FILE`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import BinaryIO
 
-from data.conll import Sentence, read_conll, write_conll
+from data.conll import Sentence, read_conll, write_conll, write_sentences
 from tag.run import LoadedRun
 from tag.tagger import EntityTagger, load_tagger
 from train.evaluation import tag_and_score
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tag.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
     parser.add_argument("--conll", help="a CoNLL file to tag (first column: tokens)")
-    parser.add_argument("--out", default="/dev/stdout", help="where CoNLL output goes (default: stdout)")
+    parser.add_argument("--out", help="file to write the tagged CoNLL to (default: standard output)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction,
@@ -99,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:  # errors name the file and line
             print(f"error: {e}", file=sys.stderr)
             return 2
-        write_conll(args.out, sentences, [tag_sentences(run, sentences, progress=args.conll)])
+        tags = tag_sentences(run, sentences, progress=args.conll)
+        if args.out:
+            write_conll(args.out, sentences, [tags])
+        else:  # never reopened by name: /dev/stdout opened for writing truncates a file the shell opened to append
+            write_sentences(sys.stdout, sentences, [tags])
         return 0
     try:
         return tag_texts(tagger, args.texts or read_lines(sys.stdin.buffer))

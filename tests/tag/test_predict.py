@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 from data.conll import read_conll
 from data.labels import LabelSet
 from tag import predict as predict_cli
 from tests.conll_data import needs_conll
 
+ROOT = Path(__file__).resolve().parents[2]
 LABELS = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])  # CoNLL-2003's, as a run learns them
 
 
@@ -109,3 +112,19 @@ def test_predict_conll_tags_an_over_long_token(trained_run, tmp_path, capsys):
     out = tmp_path / "out.txt"
     assert predict_cli.main(["--run", str(trained_run), "--conll", str(source), "--out", str(out)]) == 0
     assert [s.words for s in read_conll(out, scheme="iob2")] == [["Pi", "is", "3." + "1" * 300], ["Paris"]]
+
+
+@needs_conll
+def test_predict_conll_appends_to_a_file_the_shell_opened_for_appending(trained_run, tmp_path):
+    """`predict --conll FILE >> all.tagged`: the shell opens all.tagged for appending, and what was there stays."""
+    source = tmp_path / "in.txt"
+    source.write_text("Peter B-PER\nBlackburn I-PER\n\nEU B-ORG\nrejects O\n")
+    tagged = tmp_path / "all.tagged"
+    tagged.write_text("earlier O\nwork O\n\n")
+    with open(tagged, "a") as out:
+        done = subprocess.run([sys.executable, "-m", "tag.predict", "--run", str(trained_run), "--conll", str(source)],
+                              stdout=out, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    sentences = read_conll(tagged, scheme="iob2")
+    assert [s.words for s in sentences] == [["earlier", "work"], ["Peter", "Blackburn"], ["EU", "rejects"]]
+    assert sentences[0].tags == ["O", "O"]
