@@ -8,22 +8,23 @@ Plain text gives one JSON line per input text: its entities with type, surface t
 (`text[start:end]` in Python) and score, the probability that exactly this span is an entity of this type. Standard
 input is read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are written (and flushed) before the next
 is read, so a pipe of any length streams. A line that is not valid UTF-8 is an error naming it; the lines before and
-after it are answered, and the exit code is 2. CoNLL in (any column count, the first column the token) gives CoNLL
-out: `token tag`, with a progress bar on stderr, to standard output as the shell opened it (`>> all.tagged` appends)
-or to `--out FILE`.
+after it are answered, and the exit code is 2.
+
+CoNLL in gives CoNLL out, `token tag`, with a progress bar on stderr, to standard output as the shell opened it
+(`>> all.tagged` appends) or to `--out FILE`. Only the first column, the token, is read: any other columns (tags of
+any scheme, POS, nothing at all) are neither kept nor checked.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import BinaryIO
 
-from data.conll import Sentence, read_conll, write_conll, write_sentences
+from data.conll import Sentence, read_tokens, write_conll, write_sentences
 from tag.run import LoadedRun
 from tag.tagger import EntityTagger, load_tagger
 from train.evaluation import tag_and_score
@@ -76,7 +77,7 @@ def tag_texts(tagger: EntityTagger, texts: Iterable[str | ValueError]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tag.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
-    parser.add_argument("--conll", help="a CoNLL file to tag (first column: tokens)")
+    parser.add_argument("--conll", help="a CoNLL file to tag (first column: tokens; any other columns are ignored)")
     parser.add_argument("--out", help="file to write the tagged CoNLL to (default: standard output)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     run = tagger.run
     if args.conll:
         try:
-            sentences = [dataclasses.replace(s, tags=None) for s in read_conll(args.conll)]  # any tags: ignored
+            sentences = list(read_tokens(args.conll))
         except (OSError, ValueError) as e:  # errors name the file and line
             print(f"error: {e}", file=sys.stderr)
             return 2

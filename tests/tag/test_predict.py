@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from data.conll import read_conll
 from data.labels import LabelSet
 from tag import predict as predict_cli
@@ -99,10 +101,30 @@ def test_predict_conll_shows_its_progress_on_stderr(trained_run, conll_slice, tm
 
 def test_predict_cli_names_the_line_of_a_malformed_conll_file(trained_run, tmp_path, capsys):
     bad = tmp_path / "bad.txt"
-    bad.write_text("EU B-ORG\nrejects\n")  # the second line lacks its tag column
+    bad.write_text("EU B-ORG\n\tB-ORG\n")  # the second line has no token: it starts with a tab
     assert predict_cli.main(["--run", str(trained_run), "--conll", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}:2:") and "Traceback" not in err
+
+
+@needs_conll
+@pytest.mark.parametrize("columns", [
+    ["NNP", "NNP", "VBD", "NNP", ".", "NNP", "VBZ"],  # token POS
+    ["PER", "PER", "O", "LOC", "O", "ORG", "O"],  # IO tags, without B- or I-
+    ["NNP B-PER", "NNP I-PER", "VBD", "", "X Y Z", "NNP", "VBZ O"],  # any number of columns, line by line
+])
+def test_predict_conll_reads_the_token_column_only(trained_run, tmp_path, capsys, columns):
+    tokens = ["Peter", "Blackburn", "visited", "Brussels", ".", "EU", "rejects"]
+    lines = [f"{token} {rest}".strip() for token, rest in zip(tokens, columns)]
+    source = tmp_path / "in.txt"
+    source.write_text("-DOCSTART- -X- O\n\n" + "\n".join(lines[:5]) + "\n\n" + "\n".join(lines[5:]) + "\n")
+    out = tmp_path / "out.txt"
+    assert predict_cli.main(["--run", str(trained_run), "--conll", str(source), "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    tagged = read_conll(out, scheme="iob2")
+    assert [s.words for s in tagged] == [tokens[:5], tokens[5:]]
+    assert tagged[0].doc_start and all(tag in LABELS for s in tagged for tag in s.tags)
+    assert out.read_text().startswith("-DOCSTART- O\n\nPeter ")
 
 
 @needs_conll
