@@ -10,33 +10,32 @@ input is read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are
 is read, so a pipe of any length streams. A line that is not valid UTF-8 is an error naming it; the lines before and
 after it are answered, and the exit code is 2.
 
-CoNLL in gives CoNLL out, `token tag`, with a progress bar on stderr, to standard output as the shell opened it
-(`>> all.tagged` appends) or to `--out FILE`. Only the first column, the token, is read: any other columns (tags of
-any scheme, POS, nothing at all) are neither kept nor checked.
+CoNLL in gives CoNLL out, `token tag`, with a progress bar on stderr. Only the first column, the token, is read:
+any other columns (tags of any scheme, POS, nothing at all) are neither kept nor checked. The file streams too:
+whole documents are tagged `CONLL_CHUNK_WORDS` words or so at a time, each written before the next is read. Without
+`--out` the output goes to standard output as the shell opened it (`>> all.tagged` appends); `--out FILE` appears
+whole once every sentence is tagged, never half written.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import BinaryIO
+from pathlib import Path
+from typing import BinaryIO, TextIO
 
-from data.conll import Sentence, read_tokens, write_conll, write_sentences
+from data.conll import Sentence, read_tokens, write_sentences
+from model.files import atomic_file
 from tag.run import LoadedRun
 from tag.tagger import EntityTagger, load_tagger
 from train.evaluation import tag_and_score
 
 STREAM_CHUNK = 64  # stdin lines tagged together: batches fill up, and each answer waits for at most 63 others
-
-
-def tag_sentences(run: LoadedRun, sentences: list[Sentence], progress: str | None = None) -> list[list[str]]:
-    if not sentences:
-        return []
-    return tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device, run.bf16,
-                         progress=progress).tags
+CONLL_CHUNK_WORDS = 8192  # CoNLL words tagged together, in whole documents: memory holds one chunk (or one document)
 
 
 def read_lines(stream: BinaryIO, source: str = "<stdin>") -> Iterator[str | ValueError]:
@@ -58,6 +57,21 @@ def chunked(items: Iterable[str | ValueError], size: int) -> Iterator[list[str |
         yield chunk
 
 
+def document_chunks(sentences: Iterable[Sentence], words: int) -> Iterator[list[Sentence]]:
+    """Runs of whole documents of at least `words` words (the last may hold fewer): a document is tagged with its
+    sentences around each one, so it is never cut."""
+    chunk: list[Sentence] = []
+    count = 0
+    for sentence in sentences:
+        if chunk and count >= words and sentence.doc_id != chunk[-1].doc_id:
+            yield chunk
+            chunk, count = [], 0
+        chunk.append(sentence)
+        count += len(sentence.words)
+    if chunk:
+        yield chunk
+
+
 def tag_texts(tagger: EntityTagger, texts: Iterable[str | ValueError]) -> int:
     """One JSON line of entities per text, chunk by chunk; an error (a line that was not text) is named on stderr
     in its place. The exit code: 2 if any text failed, else 0."""
@@ -74,6 +88,27 @@ def tag_texts(tagger: EntityTagger, texts: Iterable[str | ValueError]) -> int:
     return 2 if failed else 0
 
 
+def tag_conll(run: LoadedRun, source: str, out: TextIO) -> None:
+    """Tag a CoNLL file into `out`, whole documents at a time, each chunk written (and flushed) as it is tagged. Each
+    chunk's progress bar names the line it starts on."""
+    for chunk in document_chunks(read_tokens(source), CONLL_CHUNK_WORDS):
+        tags = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, chunk, run.device, run.bf16,
+                             progress=f"{source}:{chunk[0].line}").tags
+        write_sentences(out, chunk, [tags])
+        out.flush()
+
+
+@contextlib.contextmanager
+def conll_output(path: str | None) -> Iterator[TextIO]:
+    """Standard output as the shell opened it, never reopened by name (/dev/stdout opened for writing truncates a
+    file the shell opened for appending); or the file `path`, which appears whole once every line is written."""
+    if path is None:
+        yield sys.stdout
+        return
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tag.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
@@ -88,30 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.conll and args.texts:
         parser.error("give either --conll FILE or texts, not both")
+    if args.out and not args.conll:
+        parser.error("--out is for --conll output; JSON lines go to standard output")
+    if args.out and (Path(args.out).is_symlink() or Path(args.out).exists() and not Path(args.out).is_file()):
+        parser.error(f"--out {args.out}: not a regular file, which --out replaces once it is written whole; "
+                     "without --out the output goes to standard output")
 
     try:
         tagger = load_tagger(args.run, device=args.device, model=args.model, int8=args.int8)
-    except (FileNotFoundError, ValueError) as e:
+        if not args.conll:
+            return tag_texts(tagger, args.texts or read_lines(sys.stdin.buffer))
+        with conll_output(args.out) as out:
+            tag_conll(tagger.run, args.conll, out)
+    except (OSError, ValueError) as e:  # errors name the file and line, or the text
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run = tagger.run
-    if args.conll:
-        try:
-            sentences = list(read_tokens(args.conll))
-        except (OSError, ValueError) as e:  # errors name the file and line
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        tags = tag_sentences(run, sentences, progress=args.conll)
-        if args.out:
-            write_conll(args.out, sentences, [tags])
-        else:  # never reopened by name: /dev/stdout opened for writing truncates a file the shell opened to append
-            write_sentences(sys.stdout, sentences, [tags])
-        return 0
-    try:
-        return tag_texts(tagger, args.texts or read_lines(sys.stdin.buffer))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from data.conll import read_conll
+from data.conll import parse_conll, read_conll
 from data.labels import LabelSet
 from tag import predict as predict_cli
 from tests.conll_data import needs_conll
@@ -150,3 +150,49 @@ def test_predict_conll_appends_to_a_file_the_shell_opened_for_appending(trained_
     sentences = read_conll(tagged, scheme="iob2")
     assert [s.words for s in sentences] == [["earlier", "work"], ["Peter", "Blackburn"], ["EU", "rejects"]]
     assert sentences[0].tags == ["O", "O"]
+
+
+@needs_conll
+def test_predict_conll_writes_each_chunk_before_reading_on(trained_run, conll_slice, monkeypatch, capsys):
+    read = []
+    real_reader = predict_cli.read_tokens
+
+    def counting_reader(path):
+        for sentence in real_reader(path):
+            read.append(sentence)
+            yield sentence
+
+    monkeypatch.setattr(predict_cli, "read_tokens", counting_reader)
+    monkeypatch.setattr(predict_cli, "CONLL_CHUNK_WORDS", 200)
+    read_when_written = []
+    real_flush = sys.stdout.flush
+    monkeypatch.setattr(sys.stdout, "flush", lambda: (read_when_written.append(len(read)), real_flush()))
+    source = conll_slice / "valid.txt"
+    assert predict_cli.main(["--run", str(trained_run), "--conll", str(source)]) == 0
+    gold = read_conll(source)
+    assert [s.words for s in parse_conll(capsys.readouterr().out, scheme="iob2")] == [s.words for s in gold]
+    assert len(read_when_written) > 3 and read_when_written[0] < len(gold) / 2
+
+
+@needs_conll
+def test_predict_conll_out_is_written_whole_or_not_at_all(trained_run, tmp_path, monkeypatch, capsys):
+    source = tmp_path / "in.txt"
+    source.write_text("-DOCSTART-\n\nEU B-ORG\nrejects O\n\n-DOCSTART-\n\nPeter B-PER\n\tbad\n")
+    out = tmp_path / "out.txt"
+    out.write_text("kept\n")
+    monkeypatch.setattr(predict_cli, "CONLL_CHUNK_WORDS", 1)  # the first document is tagged before the error
+    assert predict_cli.main(["--run", str(trained_run), "--conll", str(source), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {source}:9: line starts with whitespace" in err and "Traceback" not in err
+    assert out.read_text() == "kept\n" and sorted(tmp_path.iterdir()) == [source, out]
+
+
+def test_predict_refuses_an_out_it_cannot_replace_whole(tmp_path, capsys):
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    for out in ("/dev/stdout", str(tmp_path), str(tmp_path / "link")):
+        with pytest.raises(SystemExit) as exit_:
+            predict_cli.main(["--run", str(tmp_path), "--conll", "in.txt", "--out", out])
+        assert exit_.value.code == 2 and f"--out {out}: not a regular file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict_cli.main(["--run", str(tmp_path), "--out", "x.txt", "a text"])
+    assert "--out is for --conll output" in capsys.readouterr().err
