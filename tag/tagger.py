@@ -54,6 +54,9 @@ class EntityTagger:
         if isinstance(texts, str):
             raise TypeError("tag() takes a list of texts; wrap a single text in a list: tag([text])")
         texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is {type(text).__name__} {text!r}, not a string")
         words = [split_words(text) for text in texts]
         return self._entities(texts, [[(m.start(), m.end()) for m in found] for found in words],
                               [[m.group() for m in found] for found in words])

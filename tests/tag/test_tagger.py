@@ -50,6 +50,8 @@ def test_tag_words_offsets_index_the_joined_words(tagger):
         tagger.tag_words([["in", "New York"]])
     with pytest.raises(TypeError, match="wrap a single text in a list"):
         tagger.tag("Peter Blackburn")
+    with pytest.raises(TypeError, match="text 1 is NoneType None, not a string"):
+        tagger.tag(["Peter Blackburn", None])
 
 
 @needs_conll
