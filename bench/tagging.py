@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         merged = export_run(args.run, Path(tmp) / "merged", "merged")
 
         seconds: dict[str, float] = {}
-        systems = (("api", False), ("api, int8", True)) if quantize.int8_is_fast() is not False else (("api", False),)
+        systems = (("api", False), ("api, int8", True)) if quantize.int8_is_fast() is True else (("api", False),)
         for name, int8 in systems:
             tagger = load_tagger(args.run, device="cpu", int8=int8)
             start = time.perf_counter()

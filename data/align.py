@@ -1,11 +1,14 @@
 """Word -> subword alignment: sentences become model-sized Examples, predictions come back per word.
 
-Encoding. Each word is encoded on its own as `" " + word`. A byte-level BPE (Llama 3's tiktoken
-vocabulary) glues a leading space to the following word ("Ġword" style tokens), so this is how
-the word is tokenized inside running text; doing it for the first word too gives every word the
-same tokens wherever it stands. Llama 3's pre-tokenizer never joins text across the space in
-front of a word, so the concatenated word encodings equal the encoding of
-`" " + " ".join(words)` and no token straddles two words.
+Encoding. Each word is encoded on its own, with the tokens it has inside running text after a
+space (`Tokenizer.encode_word`): `" " + word` for a byte-level BPE (Llama 3's tiktoken vocabulary
+glues a leading space to the following word, "Ġword"), the word with its dummy-prefix '▁' for a
+Llama 2 sentencepiece model. Doing it for the first word too gives every word the same tokens
+wherever it stands. Neither joins text across the space in front of a word, so the concatenated
+word encodings equal the encoding of the words joined by spaces (with a leading space for BPE)
+and no token straddles two words. A word is encoded in its composed form (NFC): a tokenizer
+learnt "é", not "e" and a combining accent, from text that is nearly all NFC. The words
+themselves stay as given, so offsets into the caller's text are unchanged.
 
 Labels. The first subtoken of a word carries its label id; the other subtokens and BOS get
 IGNORE_INDEX, so the loss and the prediction see exactly one position per word.
@@ -14,8 +17,11 @@ Windows. An Example is one window of at most `max_len` tokens (BOS included when
 A sentence that does not fit is cut, at word boundaries, into chunks of about `stride` tokens,
 and each chunk gets a window filled up with the words around it, so windows overlap. Each word
 is predicted in exactly one of its sentence's windows: the one where it has most context,
-min(tokens before it, tokens after it), the earliest on ties. Nothing is truncated; a single
-word longer than the window raises an error naming it.
+min(tokens before it, tokens after it), the earliest on ties. Nothing is truncated, except a
+single word longer than a whole window (a 300-digit number, a run of CJK characters without a
+space): it keeps the subtokens that fit, from its first. Its first subtoken carries its label,
+and the ones nearest it say most about it; splitting it into several words would give one word
+several labels, and refusing it would leave the whole call, every other text in it, untagged.
 
 Document context (FLERT, Schweter & Akbik 2020, arXiv:2011.06993). With `context > 0`, up to
 `context` tokens of the neighbouring sentences of the same document are added on each side
@@ -29,7 +35,8 @@ has most context. Every sentence then sees its neighbours, and a token is comput
 `max_len / stride` times instead of once per window it appears in.
 """
 
-from collections.abc import Callable, Sequence
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import TypeVar
@@ -86,15 +93,15 @@ def build_examples(
 
     def encode(word: str) -> list[int]:
         if word not in cache:
-            ids = tokenizer.encode(" " + word, bos=False)
+            ids = tokenizer.encode_word(unicodedata.normalize("NFC", word))
             if not ids:
                 raise ValueError(f"word {word!r} encodes to no tokens")
-            cache[word] = ids
+            cache[word] = ids[:budget]  # a word longer than a window keeps what fits (module docstring)
         return cache[word]
 
     examples: list[Example] = []
     for start, end in document_spans(sentences):
-        stream = _word_stream(sentences, start, end, encode, budget, max_len)
+        stream = [(s, w, encode(word)) for s in range(start, end) for w, word in enumerate(sentences[s].words)]
         sizes = [len(ids) for _, _, ids in stream]
         offsets = [0, *accumulate(sizes)]  # offsets[i]: tokens before word i of the stream
         # Spans cut into windows: each sentence of the document, or the document as a whole.
@@ -109,9 +116,7 @@ def build_examples(
                 _grow(sizes, a, b, lo, hi, first, stop, budget, context)
                 for a, b in _chunks(sizes, first, stop, budget, stride)
             ]
-            owners = _owners(offsets, first, stop, windows)
-            for k, (left, right) in enumerate(windows):
-                predicted = [i for i in range(first, stop) if owners[i - first] == k]
+            for (left, right), predicted in zip(windows, _predicted_words(offsets, first, stop, windows)):
                 if predicted:
                     examples.append(_example(stream, left, right, predicted, sentences, bos_id, label_ids))
     return examples
@@ -126,26 +131,6 @@ def _label_ids(sentences: Sequence[Sentence], labels: LabelSet | None) -> dict[s
                 raise ValueError(f"sentence {s} (line {sentence.line + w}): tag {tag} is not in the label set "
                                  f"({labels if labels is not None else 'none given'})")
     return label_ids
-
-
-def _word_stream(
-    sentences: Sequence[Sentence],
-    start: int,
-    end: int,
-    encode: Callable[[str], list[int]],
-    budget: int,
-    max_len: int,
-) -> list[tuple[int, int, list[int]]]:
-    """The words of sentences [start, end) as one stream of (sentence index, word index, token ids); a word longer
-    than a window is an error naming it, since it could never be predicted whole."""
-    stream = [(s, w, encode(word)) for s in range(start, end) for w, word in enumerate(sentences[s].words)]
-    for s, w, ids in stream:
-        if len(ids) > budget:
-            raise ValueError(
-                f"word {sentences[s].words[w]!r} (sentence {s}, line {sentences[s].line}, word {w}) "
-                f"has {len(ids)} subtokens, more than the {budget} a window of max_len={max_len} holds"
-            )
-    return stream
 
 
 def _chunks(sizes: list[int], first: int, stop: int, budget: int, stride: int) -> list[tuple[int, int]]:
@@ -185,19 +170,21 @@ def _grow(
     return left, right
 
 
-def _owners(offsets: list[int], first: int, stop: int, windows: list[tuple[int, int]]) -> list[int]:
-    """For each word of [first, stop), the window (index) predicting it: the one where it has most
-    context, min(tokens before it, tokens after it) within the window; the earliest on ties."""
-    owners = []
-    for i in range(first, stop):
-        best, owner = -1, -1
-        for k, (left, right) in enumerate(windows):
-            if left <= i < right:
-                room = min(offsets[i] - offsets[left], offsets[right] - offsets[i + 1])
-                if room > best:
-                    best, owner = room, k
-        owners.append(owner)
-    return owners
+def _predicted_words(offsets: list[int], first: int, stop: int, windows: list[tuple[int, int]]) -> list[list[int]]:
+    """For each window, the words of [first, stop) it predicts: each word in the window where it has most context,
+    min(tokens before it, tokens after it) within the window, the earliest on ties. Each window visits only its own
+    words, so the work is the windows' total length, about max_len / stride visits per word, however long the
+    document: not one visit of every window per word."""
+    best, owner = [-1] * (stop - first), [-1] * (stop - first)
+    for k, (left, right) in enumerate(windows):
+        for i in range(max(left, first), min(right, stop)):
+            room = min(offsets[i] - offsets[left], offsets[right] - offsets[i + 1])
+            if room > best[i - first]:
+                best[i - first], owner[i - first] = room, k
+    predicted: list[list[int]] = [[] for _ in windows]
+    for i, k in enumerate(owner):
+        predicted[k].append(first + i)
+    return predicted
 
 
 def _example(

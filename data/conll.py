@@ -13,15 +13,19 @@ Reading rules:
   the line and column.
 - Documents. A line whose first column is `-DOCSTART-` starts a new document (and ends a sentence).
   Sentences of one document share `doc_id` and stay in file order (document context needs them), and
-  the first sentence after the marker has `doc_start=True` so a writer can put the marker back. A file
-  without any `-DOCSTART-` line (WNUT-17's independent posts) makes every sentence its own document; to
-  give such a file document context, put a `-DOCSTART-` line before each document.
+  the first sentence after the marker has `doc_start=True` so a writer can put the marker back. A sentence
+  before the first `-DOCSTART-` line is a document of its own, so a file without any (WNUT-17's independent
+  posts) is read as independent sentences; to give such a file document context, put a `-DOCSTART-` line
+  before each document. (Decided line by line, so that `read_tokens` can stream a file of any length.)
 - Tags come out as IOB2, whatever `scheme` they are read with (data/schemes.py: auto, iob1, iob2,
   bioes). Entity types are any text without whitespace (`B-PER`, `I-creative-work`). With `labels`
   (a run's LabelSet), a tag of a type the set does not hold is an error naming the set.
 - Malformed input raises ConllFormatError naming `file:line`: wrong column count, a line that
   starts with whitespace (empty token), a malformed tag or one the scheme forbids, a document with no
   sentence.
+
+`read_tokens` reads only the token column, lazily, for tagging: the other columns, however many and whatever
+they hold, are neither kept nor checked.
 """
 
 import codecs
@@ -30,7 +34,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from data.labels import LabelSet
 from data.schemes import SCHEMES, SchemeError, detect_scheme, to_iob2
@@ -60,6 +64,13 @@ def document_spans(sentences: Sequence[Sentence]) -> list[tuple[int, int]]:
     """[start, end) of each document: each run of consecutive sentences with one doc_id."""
     bounds = [0] + [s for s in range(1, len(sentences)) if sentences[s].doc_id != sentences[s - 1].doc_id]
     return list(zip(bounds, bounds[1:] + [len(sentences)])) if sentences else []
+
+
+def read_tokens(path: str | Path) -> Iterator[Sentence]:
+    """The sentences of a CoNLL file with their tokens only (tags None), read as they are needed: a file of any
+    length streams. Only the first column is read; lines and documents are as read_conll reads them."""
+    with open(path, "rb") as f:
+        yield from _read_sentences(utf8_lines(f, str(path)), str(path), tokens_only=True)
 
 
 def read_conll(path: str | Path, scheme: str = "auto", labels: LabelSet | None = None) -> list[Sentence]:
@@ -97,7 +108,7 @@ def parse_conll(text: str, source: str = "<text>", scheme: str = "auto", labels:
 def _parse(lines: Iterable[str], source: str, scheme: str, labels: LabelSet | None) -> list[Sentence]:
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
-    sentences = _read_sentences(lines, source)
+    sentences = list(_read_sentences(lines, source))
     if sentences and sentences[0].tags is not None:
         if scheme == "auto":
             scheme = detect_scheme(s.tags for s in sentences)
@@ -108,9 +119,6 @@ def _parse(lines: Iterable[str], source: str, scheme: str, labels: LabelSet | No
                 raise ConllFormatError(f"{source}:{sentence.line + e.index}: {e}") from None
             if labels is not None:
                 _check_types(sentence, labels, source)
-    if not any(s.doc_start for s in sentences):
-        for i, sentence in enumerate(sentences):
-            sentence.doc_id = i
     return sentences
 
 
@@ -121,32 +129,37 @@ def _check_types(sentence: Sentence, labels: LabelSet, source: str) -> None:
                                    f"({labels}); a type the tagger was not trained on cannot be scored")
 
 
-def _read_sentences(lines: Iterable[str], source: str) -> list[Sentence]:
-    """Sentences with the tags exactly as written; a sentence's words are on consecutive lines from `line`."""
-    sentences: list[Sentence] = []
+def _read_sentences(lines: Iterable[str], source: str, tokens_only: bool = False) -> Iterator[Sentence]:
+    """Sentences with the tags exactly as written, one at a time; a sentence's words are on consecutive lines from
+    `line`. `tokens_only`: the first column only, whatever the others hold."""
+    done: list[Sentence] = []  # sentences ended by the last line read, handed out before the next is read
     n_columns = 0  # fixed by the first token line
     first_token_line = 0
     words: list[str] = []
     tags: list[str] = []
     doc_id = 0
     doc_has_sentence = False  # has the current document produced a sentence yet?
+    in_document = False  # has a -DOCSTART- line been read? Before the first, every sentence is its own document
     docstart_line = 0  # line of a -DOCSTART- still waiting for its first sentence, 0 if none
 
     def error(lineno: int, message: str) -> ConllFormatError:
         return ConllFormatError(f"{source}:{lineno}: {message}")
 
     def end_sentence(lineno: int) -> None:
-        nonlocal words, tags, doc_has_sentence, docstart_line
+        nonlocal words, tags, doc_id, doc_has_sentence, docstart_line
         if not words:
             return
         sentence_tags = tags if n_columns >= 2 else None
-        sentences.append(Sentence(words, sentence_tags, doc_id, docstart_line > 0, lineno - len(words)))
-        doc_has_sentence = True
+        done.append(Sentence(words, sentence_tags, doc_id, docstart_line > 0, lineno - len(words)))
+        doc_has_sentence = in_document
+        doc_id += not in_document
         docstart_line = 0
         words, tags = [], []
 
     lineno = 0
     for lineno, raw in enumerate(lines, start=1):
+        yield from done
+        done.clear()
         line = raw.rstrip(" \t\r\n")
         if not line:
             end_sentence(lineno)
@@ -159,10 +172,13 @@ def _read_sentences(lines: Iterable[str], source: str) -> list[Sentence]:
             if doc_has_sentence:
                 doc_id += 1
                 doc_has_sentence = False
-            docstart_line = lineno
+            docstart_line, in_document = lineno, True
             continue
         if fields[0] == "":
             raise error(lineno, f"line starts with whitespace (empty token): {raw.rstrip()!r}")
+        if tokens_only:
+            words.append(fields[0])
+            continue
         if n_columns == 0:
             n_columns, first_token_line = len(fields), lineno
         elif len(fields) != n_columns:
@@ -174,9 +190,9 @@ def _read_sentences(lines: Iterable[str], source: str) -> list[Sentence]:
             tags.append(fields[-1])
         words.append(fields[0])
     end_sentence(lineno + 1)
+    yield from done
     if docstart_line:
         raise error(docstart_line, f"{DOCSTART} starts a document with no sentence")
-    return sentences
 
 
 def write_conll(path: str | Path, sentences: Sequence[Sentence], columns: Sequence[Sequence[Sequence[str]]]) -> None:
@@ -187,25 +203,30 @@ def write_conll(path: str | Path, sentences: Sequence[Sentence], columns: Sequen
     lines: the original `-DOCSTART- -X- O O` shape adapted to this file's column count, since
     conlleval rejects lines whose column count differs.
     """
+    with open(path, "w", encoding="utf-8") as f:
+        write_sentences(f, sentences, columns)
+
+
+def write_sentences(f: TextIO, sentences: Sequence[Sentence], columns: Sequence[Sequence[Sequence[str]]]) -> None:
+    """write_conll's lines, to an open text stream: standard output, or a file written a piece at a time."""
     for c, column in enumerate(columns):
         if len(column) != len(sentences):
             raise ValueError(f"column {c} has tags for {len(column)} sentences, expected {len(sentences)}")
     docstart = " ".join([DOCSTART] + ["O"] * len(columns)) + "\n\n"
-    with open(path, "w", encoding="utf-8") as f:
-        for i, sentence in enumerate(sentences):
-            for c, column in enumerate(columns):
-                if len(column[i]) != len(sentence.words):
-                    raise ValueError(
-                        f"column {c}, sentence {i} (line {sentence.line}): "
-                        f"{len(column[i])} tags for {len(sentence.words)} words"
-                    )
-            if sentence.doc_start:
-                f.write(docstart)
-            for w, word in enumerate(sentence.words):
-                if word == "" or _COLUMN_SEP.search(word) or "\n" in word:
-                    raise ValueError(f"sentence {i} (line {sentence.line}), word {w}: {word!r} cannot be a CoNLL token")
-                f.write(" ".join([word] + [column[i][w] for column in columns]) + "\n")
-            f.write("\n")
+    for i, sentence in enumerate(sentences):
+        for c, column in enumerate(columns):
+            if len(column[i]) != len(sentence.words):
+                raise ValueError(
+                    f"column {c}, sentence {i} (line {sentence.line}): "
+                    f"{len(column[i])} tags for {len(sentence.words)} words"
+                )
+        if sentence.doc_start:
+            f.write(docstart)
+        for w, word in enumerate(sentence.words):
+            if word == "" or _COLUMN_SEP.search(word) or "\n" in word:
+                raise ValueError(f"sentence {i} (line {sentence.line}), word {w}: {word!r} cannot be a CoNLL token")
+            f.write(" ".join([word] + [column[i][w] for column in columns]) + "\n")
+        f.write("\n")
 
 
 def write_conlleval(path: str | Path, sentences: Sequence[Sentence], predictions: Sequence[Sequence[str]]) -> None:

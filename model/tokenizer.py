@@ -8,8 +8,12 @@
 - ``tokenizer.json`` with a byte-level BPE model (GPT-2 family: SmolLM2, Llama 3). tiktoken again,
   with the split regex derived from the pre-tokenizer and ranks rebuilt from the merge list.
 
-Two rules hold for every backend:
+Three rules hold for every backend:
 - ``encode`` adds BOS only when asked (``bos=True``) and never adds EOS.
+- ``encode_word`` gives a word the tokens it has inside running text, after a space: how a tagger
+  encodes words one at a time (data/align.py). For byte-level BPE that is ``encode(" " + word)``; a
+  sentencepiece model that adds a dummy prefix (Llama 2's) already puts its '▁' before a word, and a
+  space of our own would become a second, lone '▁' token in front of every word.
 - Special-token *text* in the input (say the characters ``<|im_start|>``) is encoded as plain text,
   never as the special id: NER input is untrusted text, and a word that looks like a control token
   must not turn into one. (HF ``tokenizers`` does the same with ``encode_special_tokens = True``.)
@@ -83,6 +87,8 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str, bos: bool = False) -> list[int]: ...
 
+    def encode_word(self, word: str) -> list[int]: ...
+
     def decode(self, ids: list[int]) -> str: ...
 
 
@@ -126,6 +132,10 @@ class TiktokenTokenizer:
                 )
         return [self.bos_id, *ids] if bos else ids
 
+    def encode_word(self, word: str) -> list[int]:
+        """The word's tokens after a space: the pre-tokenizer glues the space to the word ("Ġword")."""
+        return self.encode(" " + word)
+
     def decode(self, ids: list[int]) -> str:
         try:
             data = b"".join(self._id_to_bytes[i] for i in ids)
@@ -135,7 +145,11 @@ class TiktokenTokenizer:
 
 
 class SentencePieceTokenizer:
-    """A Llama 2 style sentencepiece model; bos/eos/pad come from the model itself."""
+    """A Llama 2 style sentencepiece model; bos/eos/pad come from the model itself.
+
+    Whether the model adds a dummy prefix (a '▁' before the text, as a space would give) is read off how it
+    encodes a letter: the protobuf of its settings would need the protobuf package.
+    """
 
     def __init__(self, model_file: Path):
         try:
@@ -149,10 +163,17 @@ class SentencePieceTokenizer:
         self.pad_id = self._processor.pad_id() if self._processor.pad_id() >= 0 else self.eos_id
         self.vocab_size = self._processor.vocab_size()
         self.source = model_file
+        self._dummy_prefix = self._processor.encode("a", out_type=str)[0].startswith("▁")
 
     def encode(self, text: str, bos: bool = False) -> list[int]:
         ids = self._processor.encode(text)
         return [self.bos_id, *ids] if bos else ids
+
+    def encode_word(self, word: str) -> list[int]:
+        """The word's tokens after a space, '▁word...': its own dummy prefix, or our space where it adds none. A word
+        its normaliser erases whole (a zero-width space under NFKC) is the unknown token, so that it keeps a place."""
+        ids = self._processor.encode(word if self._dummy_prefix else " " + word)
+        return ids or [self._processor.unk_id()]
 
     def decode(self, ids: list[int]) -> str:
         for i in ids:

@@ -4,72 +4,116 @@
     echo "one text per line" | python -m tag.predict --run RUN_DIR
     python -m tag.predict --run RUN_DIR --conll FILE [--out FILE]
 
-Plain text gives one JSON line per input text: its entities with type, surface text, character offsets
-(`text[start:end]`) and score, the probability that exactly this span is an entity of this type. Standard input is
-read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are written (and flushed) before the next is
-read, so a pipe of any length streams. A line that is not valid UTF-8
-stops the stream with an error naming it, after every line before it has its answer. CoNLL in (any column
-count, the first column the token) gives CoNLL out: `token tag`, with a progress bar on stderr.
+Plain text gives one JSON line per input text: its entities with type, surface text, code-point offsets
+(`text[start:end]` in Python) and score, the probability that exactly this span is an entity of this type. Standard
+input is read lazily, `STREAM_CHUNK` lines at a time, and each chunk's lines are written (and flushed) before the next
+is read, so a pipe of any length streams. A line that is not valid UTF-8 is an error naming it; the lines before and
+after it are answered, and the exit code is 2.
+
+CoNLL in gives CoNLL out, `token tag`, with a progress bar on stderr. Only the first column, the token, is read:
+any other columns (tags of any scheme, POS, nothing at all) are neither kept nor checked. The file streams too:
+whole documents are tagged `CONLL_CHUNK_WORDS` words or so at a time, each written before the next is read. Without
+`--out` the output goes to standard output as the shell opened it (`>> all.tagged` appends); `--out FILE` appears
+whole once every sentence is tagged, never half written.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import BinaryIO
+from pathlib import Path
+from typing import BinaryIO, TextIO
 
-from data.conll import Sentence, read_conll, write_conll
+from data.conll import Sentence, read_tokens, write_sentences
+from model.files import atomic_file
 from tag.run import LoadedRun
-from tag.tagger import load_tagger
+from tag.tagger import EntityTagger, load_tagger
 from train.evaluation import tag_and_score
 
 STREAM_CHUNK = 64  # stdin lines tagged together: batches fill up, and each answer waits for at most 63 others
+CONLL_CHUNK_WORDS = 8192  # CoNLL words tagged together, in whole documents: memory holds one chunk (or one document)
 
 
-def tag_sentences(run: LoadedRun, sentences: list[Sentence], progress: str | None = None) -> list[list[str]]:
-    if not sentences:
-        return []
-    return tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device, run.bf16,
-                         progress=progress).tags
-
-
-def read_lines(stream: BinaryIO, source: str = "<stdin>") -> Iterator[str]:
-    """The lines of a byte stream, one at a time, as text without the line break; invalid UTF-8 is an error
-    naming the line."""
+def read_lines(stream: BinaryIO, source: str = "<stdin>") -> Iterator[str | ValueError]:
+    """The lines of a byte stream, one at a time, as text without the line break. A line that is not valid UTF-8
+    comes as a ValueError naming it, in its place, so that the lines after it are read too."""
     for number, raw in enumerate(stream, start=1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                             f"{e.start + 1})") from None
+            yield ValueError(f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+            continue
         yield line.removesuffix("\n").removesuffix("\r")
 
 
-def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Lists of `size` items (the last may be shorter). An error while reading comes after the items before it."""
-    iterator, chunk = iter(items), []
-    while True:
-        try:
-            chunk.extend(islice(iterator, size - len(chunk)))
-        except ValueError:
-            if chunk:
-                yield chunk
-            raise
-        if not chunk:
-            return
+def chunked(items: Iterable[str | ValueError], size: int) -> Iterator[list[str | ValueError]]:
+    """Lists of `size` items (the last may be shorter), each taken only once the one before has been handled."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
         yield chunk
-        chunk = []
+
+
+def document_chunks(sentences: Iterable[Sentence], words: int) -> Iterator[list[Sentence]]:
+    """Runs of whole documents of at least `words` words (the last may hold fewer): a document is tagged with its
+    sentences around each one, so it is never cut."""
+    chunk: list[Sentence] = []
+    count = 0
+    for sentence in sentences:
+        if chunk and count >= words and sentence.doc_id != chunk[-1].doc_id:
+            yield chunk
+            chunk, count = [], 0
+        chunk.append(sentence)
+        count += len(sentence.words)
+    if chunk:
+        yield chunk
+
+
+def tag_texts(tagger: EntityTagger, texts: Iterable[str | ValueError]) -> int:
+    """One JSON line of entities per text, chunk by chunk; an error (a line that was not text) is named on stderr
+    in its place. The exit code: 2 if any text failed, else 0."""
+    failed = False
+    for chunk in chunked(texts, STREAM_CHUNK):
+        answers = iter(tagger.tag([text for text in chunk if isinstance(text, str)]))
+        for text in chunk:
+            if isinstance(text, ValueError):
+                print(f"error: {text}", file=sys.stderr)
+                failed = True
+            else:
+                print(json.dumps({"text": text, "entities": [vars(e) for e in next(answers)]}, ensure_ascii=False))
+        sys.stdout.flush()
+    return 2 if failed else 0
+
+
+def tag_conll(run: LoadedRun, source: str, out: TextIO) -> None:
+    """Tag a CoNLL file into `out`, whole documents at a time, each chunk written (and flushed) as it is tagged. Each
+    chunk's progress bar names the line it starts on."""
+    for chunk in document_chunks(read_tokens(source), CONLL_CHUNK_WORDS):
+        tags = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, chunk, run.device, run.bf16,
+                             progress=f"{source}:{chunk[0].line}").tags
+        write_sentences(out, chunk, [tags])
+        out.flush()
+
+
+@contextlib.contextmanager
+def conll_output(path: str | None) -> Iterator[TextIO]:
+    """Standard output as the shell opened it, never reopened by name (/dev/stdout opened for writing truncates a
+    file the shell opened for appending); or the file `path`, which appears whole once every line is written."""
+    if path is None:
+        yield sys.stdout
+        return
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tag.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
-    parser.add_argument("--conll", help="a CoNLL file to tag (first column: tokens)")
-    parser.add_argument("--out", default="/dev/stdout", help="where CoNLL output goes (default: stdout)")
+    parser.add_argument("--conll", help="a CoNLL file to tag (first column: tokens; any other columns are ignored)")
+    parser.add_argument("--out", help="file to write the tagged CoNLL to (default: standard output)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", help="base checkpoint folder, if it moved since training")
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction,
@@ -79,28 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.conll and args.texts:
         parser.error("give either --conll FILE or texts, not both")
+    if args.out and not args.conll:
+        parser.error("--out is for --conll output; JSON lines go to standard output")
+    if args.out and (Path(args.out).is_symlink() or Path(args.out).exists() and not Path(args.out).is_file()):
+        parser.error(f"--out {args.out}: not a regular file, which --out replaces once it is written whole; "
+                     "without --out the output goes to standard output")
 
     try:
         tagger = load_tagger(args.run, device=args.device, model=args.model, int8=args.int8)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    run = tagger.run
-    if args.conll:
-        try:
-            sentences = [dataclasses.replace(s, tags=None) for s in read_conll(args.conll)]  # any tags: ignored
-        except (OSError, ValueError) as e:  # errors name the file and line
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        write_conll(args.out, sentences, [tag_sentences(run, sentences, progress=args.conll)])
-        return 0
-    texts = args.texts or read_lines(sys.stdin.buffer)
-    try:
-        for chunk in chunked(texts, STREAM_CHUNK):
-            for text, entities in zip(chunk, tagger.tag(chunk)):
-                print(json.dumps({"text": text, "entities": [vars(e) for e in entities]}, ensure_ascii=False))
-            sys.stdout.flush()
-    except ValueError as e:
+        if not args.conll:
+            return tag_texts(tagger, args.texts or read_lines(sys.stdin.buffer))
+        with conll_output(args.out) as out:
+            tag_conll(tagger.run, args.conll, out)
+    except (OSError, ValueError) as e:  # errors name the file and line, or the text
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -13,13 +13,17 @@ tokens of a batch) lost 2.6 F1 on CoNLL-2003 and 11.6 on WNUT-17; this loses 0.0
 (docs/performance.md). Attention, the norms, the embedding and the head stay in float32. Since the loss is above
 the 0.1 allowed, int8 is a choice (`--int8`, `load_tagger(..., int8=True)`), not the default.
 
-It pays only on a CPU with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX). Without them, as on an
-AVX2-only x86, `torch._int_mm` falls back to plain loops: 2.2 to 2.7 GOP/s on the AVX2 EPYC of this project against
-63 to 120 GFLOP/s for float32, 40x slower. There int8 is refused rather than run.
+It pays only on a CPU with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX on x86; the dot-product or
+int8 matrix extension on ARM). Without them, as on an AVX2-only x86, `torch._int_mm` falls back to plain loops: 2.2
+to 2.7 GOP/s on the AVX2 EPYC of this project against 63 to 120 GFLOP/s for float32, 40x slower. There int8 is
+refused rather than run, and so it is where the CPU's instructions cannot be read (neither Linux's /proc/cpuinfo nor
+macOS's sysctl tells): a slow path is never taken on a guess.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -29,20 +33,38 @@ from lora.inject import LLAMA_TARGETS
 from model.tagger import Tagger
 
 INT8_ON_CPU = False  # the default of tagging on a CPU: in int8 F1 falls by up to 0.22 (0.56 on WNUT-17)
-INT8_INSTRUCTIONS = ("avx512_vnni", "avx_vnni", "amx_int8")  # the x86 CPU flags of int8 dot products
+# The names Linux gives int8 dot products in /proc/cpuinfo: x86 "flags", then ARM "Features".
+INT8_INSTRUCTIONS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 CPUINFO = Path("/proc/cpuinfo")
+MACOS_INT8_FEATURES = ("hw.optional.arm.FEAT_DotProd", "hw.optional.arm.FEAT_I8MM")  # sysctl names, Apple silicon
 
 
-def int8_is_fast(cpuinfo: Path = CPUINFO) -> bool | None:
-    """Whether this CPU has int8 dot-product instructions (module docstring), from the x86 flags Linux lists in
-    /proc/cpuinfo; None where it lists none (another system or architecture: it cannot tell, int8 is allowed)."""
+def int8_is_fast(cpuinfo: Path = CPUINFO, system: str = sys.platform) -> bool | None:
+    """Whether this CPU has int8 dot-product instructions (module docstring): on Linux from the x86 flags or ARM
+    features listed in /proc/cpuinfo, on macOS from sysctl. None where neither tells: the caller refuses int8."""
+    if system == "darwin":
+        return _macos_int8_is_fast()
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    flags = {word for line in text.splitlines() if line.startswith("flags")
+    flags = {word for line in text.splitlines() if line.partition(":")[0].strip() in ("flags", "Features")
              for word in line.partition(":")[2].split()}
     return bool(flags & set(INT8_INSTRUCTIONS)) if flags else None
+
+
+def _macos_int8_is_fast() -> bool | None:
+    """Apple silicon's answer to `sysctl -n` for each feature (1 or 0); None where sysctl knows neither (an Intel
+    Mac, whose VNNI it does not name this way)."""
+    answers = []
+    for name in MACOS_INT8_FEATURES:
+        try:
+            done = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            answers.append(done.stdout.strip() == "1")
+    return any(answers) if answers else None
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,8 +116,13 @@ def use_int8(int8: bool | None, device: torch.device) -> bool:
     """Whether to tag in int8: as asked, or (None) the CPU default."""
     if int8 and device.type != "cpu":
         raise ValueError(f"int8 tagging runs on a CPU, not on {device}")
-    if int8 and int8_is_fast() is False:
+    fast = int8_is_fast() if int8 else None
+    if int8 and fast is False:
         raise ValueError(f"int8 tagging needs a CPU with int8 dot-product instructions ({', '.join(INT8_INSTRUCTIONS)}"
                          f" in {CPUINFO}); this one has none, and int8 matmuls would run about 40x slower than "
                          "float32 here: tag without --int8")
+    if int8 and fast is None:
+        raise ValueError(f"int8 tagging cannot tell whether this CPU has int8 dot-product instructions (neither "
+                         f"{CPUINFO} nor sysctl says so); without them int8 matmuls run about 40x slower than "
+                         "float32: tag without --int8")
     return INT8_ON_CPU and device.type == "cpu" if int8 is None else int8

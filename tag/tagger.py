@@ -7,7 +7,9 @@
     tagger.tag_words([["Angela", "Merkel", "visited", "Paris", "."]])
 
 Every text (or word list) is tagged alone, as a document of its own. Raw text is split into words as CoNLL-2003
-splits them (tag/words.py); pre-split words are joined by single spaces, and `start` / `end` index that string.
+splits them (tag/words.py; combining marks stay in their word); pre-split words are joined by single spaces. `start`
+and `end` are code-point offsets (Python string indices) into the text as given, or into the joined words: the model
+reads every word in its composed (NFC) form, but offsets and `text` always index the caller's own string.
 `score` is the probability, under the tagger's label distributions and IOB2's rules, that exactly this span is an
 entity of this type (data/confidence.py): an entity below 0.5 is more likely wrong than right.
 """
@@ -32,8 +34,8 @@ from train.evaluation import tag_and_score
 class Entity:
     type: str
     text: str
-    start: int  # character offset of the first character
-    end: int  # character offset one past the last character: text == source[start:end]
+    start: int  # code-point offset (string index) of the first character in the text as given
+    end: int  # code-point offset one past the last character: text == source[start:end]
     score: float  # in [0, 1]: the probability that exactly this span is an entity of this type
 
 
@@ -52,12 +54,24 @@ class EntityTagger:
         if isinstance(texts, str):
             raise TypeError("tag() takes a list of texts; wrap a single text in a list: tag([text])")
         texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is {type(text).__name__} {text!r}, not a string")
         words = [split_words(text) for text in texts]
         return self._entities(texts, [[(m.start(), m.end()) for m in found] for found in words],
                               [[m.group() for m in found] for found in words])
 
     def tag_words(self, sentences: Iterable[Sequence[str]]) -> list[list[Entity]]:
-        """The entities of each pre-split sentence; offsets index the words joined by single spaces."""
+        """The entities of each pre-split sentence; offsets index the words joined by single spaces. A flat list of
+        words is refused rather than read as sentences of one-character words."""
+        if isinstance(sentences, str):
+            raise TypeError("tag_words() takes a list of word lists; tag([text]) tags a raw text")
+        sentences = list(sentences)
+        flat = [i for i, words in enumerate(sentences) if isinstance(words, str)]
+        if flat:
+            hint = f": for one sentence, tag_words([{sentences!r}])" if len(flat) == len(sentences) else ""
+            raise TypeError(f"tag_words() takes a list of word lists, and sentence {flat[0]} is a string "
+                            f"({sentences[flat[0]]!r}){hint}")
         sentences = [list(words) for words in sentences]
         texts, spans = [], []
         for i, words in enumerate(sentences):

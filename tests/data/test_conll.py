@@ -1,12 +1,15 @@
 """data/conll.py: reading and writing CoNLL column files, with file:line errors."""
 
+import io
 import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from data.conll import ConllFormatError, Sentence, parse_conll, read_conll, write_conll, write_conlleval
+from data.conll import (
+    ConllFormatError, Sentence, _read_sentences, parse_conll, read_conll, read_tokens, write_conll, write_conlleval,
+)
 from data.labels import LabelSet
 from data.metrics import chunks
 from data.schemes import to_iob2
@@ -89,11 +92,12 @@ def test_crlf_trailing_whitespace_bom_and_blank_whitespace_lines(tmp_path):
     ],
     ids=["latin-1", "cp1252", "after-multibyte", "after-bom"],
 )
-def test_a_file_that_is_not_utf8_is_one_error_naming_line_and_column(tmp_path, data, line, byte, column):
+@pytest.mark.parametrize("read", [read_conll, lambda path: list(read_tokens(path))], ids=["read_conll", "read_tokens"])
+def test_a_file_that_is_not_utf8_is_one_error_naming_line_and_column(tmp_path, data, line, byte, column, read):
     path = tmp_path / "latin.txt"
     path.write_bytes(data)
     with pytest.raises(ConllFormatError) as error:
-        read_conll(path)
+        read(path)
     message = str(error.value)
     assert message.startswith(f"{path}:{line}: not valid UTF-8 (byte 0x{byte:02x} at column {column}); ")
     assert "iconv -f cp1252 -t utf-8" in message and "\n" not in message
@@ -230,3 +234,31 @@ def test_wnut17_files_read():
     assert list(LabelSet.from_sentences((s.tags for s in train), "train.txt")) == [
         "O", "B-corporation", "I-corporation", "B-creative-work", "I-creative-work", "B-group", "I-group",
         "B-location", "I-location", "B-person", "I-person", "B-product", "I-product"]
+
+
+def test_read_tokens_reads_the_first_column_only_and_one_sentence_at_a_time(tmp_path):
+    """Sentences before the first -DOCSTART- are documents of their own (all of them, in a file without any), as
+    read_conll reads them; the columns after the token are never read, so no count or tag of theirs is checked."""
+    text = "Alone NNP\n\nToo\n\n-DOCSTART- -X- O\n\nEU NNP B-ORG x\nrejects\n\nPeter PER\n\n-DOCSTART-\n\nParis\n"
+    path = tmp_path / "mixed.txt"
+    path.write_text(text)
+    lines_read = []
+
+    def counting(lines):
+        for line in lines:
+            lines_read.append(line)
+            yield line
+
+    reader = _read_sentences(counting(io.StringIO(text)), str(path), tokens_only=True)
+    assert next(reader).words == ["Alone"] and len(lines_read) == 3  # handed out once its blank line is read
+    sentences = list(read_tokens(path))
+    assert [s.words for s in sentences] == [["Alone"], ["Too"], ["EU", "rejects"], ["Peter"], ["Paris"]]
+    assert [s.doc_id for s in sentences] == [0, 1, 2, 2, 3] and all(s.tags is None for s in sentences)
+    assert [s.doc_start for s in sentences] == [False, False, True, False, True]
+    assert [s.line for s in sentences] == [1, 3, 7, 10, 14]
+    tagged = tmp_path / "tagged.txt"
+    tagged.write_text("Alone O\n\nToo O\n\n-DOCSTART- O\n\nEU B-ORG\nrejects O\n\nPeter B-PER\n\n-DOCSTART- O\n\nParis O\n")
+    assert [(s.words, s.doc_id) for s in read_conll(tagged)] == [(s.words, s.doc_id) for s in sentences]
+    with pytest.raises(ConllFormatError, match=f"{path}:2: line starts with whitespace"):
+        path.write_text("EU B-ORG\n\tB-ORG\n")
+        list(read_tokens(path))

@@ -416,3 +416,38 @@ def test_sentencepiece_backend(sentencepiece_dir):
         assert tokenizer.encode(text, bos=True) == [tokenizer.bos_id, *ids]
         assert tokenizer.decode(ids) == reference.decode(ids)
     assert tokenizer.decode(tokenizer.encode(TEXTS[0])) == TEXTS[0]
+
+
+LLAMA2_TRAINER_SPEC = dict(  # the settings in the trainer_spec of Llama 2's tokenizer.model
+    model_type="bpe", byte_fallback=True, split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False,
+    normalization_rule_name="identity", allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+)
+
+
+@pytest.mark.parametrize("settings", [LLAMA2_TRAINER_SPEC, dict(model_type="bpe", byte_fallback=True)],
+                         ids=["llama2", "sentencepiece-defaults"])
+def test_sentencepiece_words_encode_as_in_running_text(settings, tmp_path):
+    """Sentencepiece's own encoding of the words joined by spaces is the oracle: each word's tokens are the ones it
+    has there (Llama 2's dummy prefix turned " " + word into a lone '▁' and the word). A word the normaliser erases
+    whole (a zero-width space, under NFKC) is the unknown token rather than no token at all."""
+    rng = random.Random(0)
+    words = ["EU", "rejects", "German", "call", "boycott", "Peter", "Blackburn", "said", "1996", "."]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=(" ".join(rng.choice(words) for _ in range(12)) for _ in range(500)), model_writer=model,
+        vocab_size=300, minloglevel=2, **settings)
+    (tmp_path / "tokenizer.model").write_bytes(model.getvalue())
+    tokenizer = load_tokenizer(tmp_path)
+    reference = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    for text in ["Peter Blackburn said", "EU rejects German call to boycott 1996 lamb .", "Café Łódź 北京 😀"]:
+        assert [i for word in text.split(" ") for i in tokenizer.encode_word(word)] == reference.encode(text)
+    erased = "\u200b"
+    assert tokenizer.encode_word(erased) == (reference.encode(erased) or [reference.unk_id()])
+
+
+def test_tiktoken_words_encode_as_in_running_text(llama_tiktoken, smollm2, llama_hf, smollm2_hf):
+    """HF's encoding of " " + the words joined by spaces is the oracle."""
+    for tokenizer, hf in [(llama_tiktoken, llama_hf), (smollm2, smollm2_hf)]:
+        for text in TEXTS[:9]:
+            words = text.split()
+            assert [i for word in words for i in tokenizer.encode_word(word)] == hf_ids(hf, [" " + " ".join(words)])[0]

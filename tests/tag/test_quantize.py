@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -54,9 +56,31 @@ def test_int8_is_fast_reads_the_cpu_flags(tmp_path):
     assert int8_is_fast(cpuinfo) is True
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx_vnni\n")
     assert int8_is_fast(cpuinfo) is True
-    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")  # an ARM: cannot tell
+    # ARM Linux lists "Features": the dot-product extension (asimddp) or the int8 matrix one (i8mm).
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n")
+    assert int8_is_fast(cpuinfo) is True
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm i8mm\n")
+    assert int8_is_fast(cpuinfo) is True
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n")  # a Cortex-A72
+    assert int8_is_fast(cpuinfo) is False
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: some CPU\n")  # no flags listed: cannot tell
     assert int8_is_fast(cpuinfo) is None
     assert int8_is_fast(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("answers, fast", [
+    ({"hw.optional.arm.FEAT_DotProd": "1", "hw.optional.arm.FEAT_I8MM": "0"}, True),  # an Apple M1
+    ({"hw.optional.arm.FEAT_DotProd": "0", "hw.optional.arm.FEAT_I8MM": "0"}, False),
+    ({}, None),  # an Intel Mac: sysctl knows neither name
+])
+def test_int8_is_fast_asks_sysctl_on_macos(tmp_path, monkeypatch, answers, fast):
+    """A fake `sysctl` first on PATH answers as macOS's does: `sysctl -n NAME` prints the value, or fails."""
+    script = "\n".join(f'[ "$2" = "{name}" ] && echo {value} && exit 0' for name, value in answers.items())
+    sysctl = tmp_path / "sysctl"
+    sysctl.write_text(f"#!/bin/sh\n{script}\necho \"sysctl: unknown oid '$2'\" >&2\nexit 1\n")
+    sysctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert int8_is_fast(tmp_path / "no-cpuinfo-on-macos", system="darwin") is fast
 
 
 def test_int8_without_int8_instructions_is_refused(monkeypatch):
@@ -64,8 +88,10 @@ def test_int8_without_int8_instructions_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="needs a CPU with int8 dot-product instructions .* tag without --int8"):
         use_int8(True, torch.device("cpu"))
     assert use_int8(None, torch.device("cpu")) is False and use_int8(False, torch.device("cpu")) is False
-    monkeypatch.setattr(quantize, "int8_is_fast", lambda: None)  # cannot tell: as asked
-    assert use_int8(True, torch.device("cpu")) is True
+    monkeypatch.setattr(quantize, "int8_is_fast", lambda: None)  # cannot tell: refused too, saying so
+    with pytest.raises(ValueError, match="cannot tell whether this CPU has int8 dot-product .* tag without --int8"):
+        use_int8(True, torch.device("cpu"))
+    assert use_int8(None, torch.device("cpu")) is False and use_int8(False, torch.device("cpu")) is False
 
 
 def test_an_unmerged_lora_layer_is_refused():

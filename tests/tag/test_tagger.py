@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import unicodedata
 
 import pytest
 
@@ -49,6 +50,8 @@ def test_tag_words_offsets_index_the_joined_words(tagger):
         tagger.tag_words([["in", "New York"]])
     with pytest.raises(TypeError, match="wrap a single text in a list"):
         tagger.tag("Peter Blackburn")
+    with pytest.raises(TypeError, match="text 1 is NoneType None, not a string"):
+        tagger.tag(["Peter Blackburn", None])
 
 
 @needs_conll
@@ -86,3 +89,43 @@ def test_scores_rank_correct_entities_above_wrong_ones(tagger, conll_slice):
     precision = lambda keep: sum(map(keep, right)) / max(1, sum(map(keep, right)) + sum(map(keep, wrong)))
     assert precision(lambda s: s >= 0.5) > precision(lambda s: s < 0.5)
     assert sum(right) / len(right) > sum(wrong) / len(wrong)
+
+
+@needs_conll
+def test_a_decomposed_text_gets_the_entities_of_the_composed_one_at_its_own_offsets(tagger):
+    composed = "José María Aznar met Müller in Bogotá and Zürich on Monday ."
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert len(decomposed) > len(composed)
+    found_composed, found_decomposed = tagger.tag([composed, decomposed])
+    assert found_composed, "no entity in an easy sentence"
+    assert [(e.type, unicodedata.normalize("NFC", e.text)) for e in found_decomposed] == [
+        (e.type, e.text) for e in found_composed]
+    assert [e.score for e in found_decomposed] == pytest.approx([e.score for e in found_composed], abs=1e-5)
+    assert all(decomposed[e.start:e.end] == e.text for e in found_decomposed)
+
+
+@needs_conll
+def test_an_over_long_word_leaves_the_other_texts_as_they_are_alone(tagger):
+    """A 300-digit number and 100 CJK characters without a space are each longer than a window: they are tagged,
+    and the texts around them get what they get alone."""
+    good = "Peter Blackburn met officials of the European Commission in Brussels on Monday ."
+    bad = ["Pi is 3." + "1" * 300 + " , said Peter Blackburn .", "東京" * 50]
+    found = tagger.tag([good, *bad, good])
+    alone = tagger.tag([good])[0]
+    assert alone, "no entity in an easy sentence"
+    for beside in (found[0], found[3]):
+        assert [(e.type, e.start, e.end) for e in beside] == [(e.type, e.start, e.end) for e in alone]
+        assert [e.score for e in beside] == pytest.approx([e.score for e in alone], abs=1e-5)
+    for text, entities in zip(bad, found[1:3]):
+        assert all(text[e.start:e.end] == e.text for e in entities)
+
+
+@needs_conll
+def test_a_flat_list_of_words_is_refused(tagger):
+    """tag_words takes a list of word lists: a flat list would be read as words of one character each."""
+    with pytest.raises(TypeError, match=r"tag_words\(\) takes a list of word lists.*tag_words\(\[\['Peter', "
+                                        r"'Blackburn'\]\]\)"):
+        tagger.tag_words(["Peter", "Blackburn"])
+    with pytest.raises(TypeError, match="tag_words\\(\\) takes a list of word lists"):
+        tagger.tag_words([["Peter"], "Blackburn"])
+    assert tagger.tag_words([("Peter", "Blackburn")]) == tagger.tag_words([["Peter", "Blackburn"]])
