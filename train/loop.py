@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -193,6 +194,10 @@ def read_training(config: TrainConfig, train_file: Path, resumed: Path | None) -
     set it started with."""
     given = LabelSet.read(config.labels) if config.labels else None
     sentences = read_conll(train_file, config.scheme, given)
+    if config.window != "sentence" and not any(s.doc_start for s in sentences):
+        print(f"note: {train_file}: no -DOCSTART- line, so every sentence is a document of its own and its windows "
+              "hold no context beyond it (CoNLL-2003 as released marks 946 training documents; put a -DOCSTART- "
+              "line before each document of your own data)", file=sys.stderr)
     labels = given or LabelSet.from_sentences((s.tags for s in sentences), str(train_file))
     if resumed is not None and list(labels) != (started := read_run_info(resumed)["labels"]):
         raise ValueError(f"{resumed} was started with the labels {', '.join(started)}, but the data now gives "

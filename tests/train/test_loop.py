@@ -24,7 +24,7 @@ from tests.conll_data import needs_conll, records
 from train.config import TrainConfig
 from train.evaluation import tag_and_score
 from train.distributed import SINGLE_PROCESS
-from train.loop import Run, epoch_plan, set_up, train
+from train.loop import Run, epoch_plan, read_training, set_up, train
 from train.run_dir import ADAPTER_DIR, CHECKPOINT_FILE
 
 
@@ -270,3 +270,18 @@ def test_a_second_training_into_the_same_out_stops_at_once(tiny_model, conll_sli
             train(quick_run(tiny_model, conll_slice, out))
     assert [p.name for p in out.iterdir()] == [".lock"]
     assert train(quick_run(tiny_model, conll_slice, out))["step"] == 1  # the lock is free again
+
+
+@pytest.mark.parametrize("window, noted", [("both", True), ("document", True), ("sentence", False)])
+def test_a_training_file_without_documents_is_said_aloud(tmp_path, capsys, window, noted):
+    """A copy of CoNLL-2003 without -DOCSTART- lines (the hub's rows) trains another recipe than the README's:
+    every sentence is its own document. The run says so in one line at its start."""
+    (tmp_path / "train.txt").write_text("EU B-ORG\nrejects O\n\nPeter B-PER\nBlackburn I-PER\n")
+    config = TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), window=window)
+    read_training(config, tmp_path / "train.txt", None)
+    err = capsys.readouterr().err
+    assert (f"{tmp_path / 'train.txt'}: no -DOCSTART- line" in err) == noted
+    assert err.count("\n") == int(noted)
+    (tmp_path / "docs.txt").write_text("-DOCSTART- O\n\nEU B-ORG\nrejects O\n\nPeter B-PER\nBlackburn I-PER\n")
+    read_training(config, tmp_path / "docs.txt", None)
+    assert capsys.readouterr().err == ""
