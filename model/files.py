@@ -120,12 +120,14 @@ def _use_default_permissions(folder: Path) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """The parsed contents of a JSON file; a missing file or invalid JSON is an error naming the file (and line)."""
+    """The parsed contents of a JSON file; a missing file, bytes that are not UTF-8 or invalid JSON is an error naming
+    the file (and line)."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(path.read_bytes().decode("utf-8"))  # decoded whole, so a bad byte's offset is the file's
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None

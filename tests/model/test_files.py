@@ -132,3 +132,6 @@ def test_read_json_names_the_file_and_line(tmp_path):
         read_json(path)
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nowhere.json'}: file not found"):
         read_json(tmp_path / "nowhere.json")
+    path.write_bytes('{"name": "Jos\u00e9"}'.encode("latin-1"))  # a config.json saved as Latin-1
+    with pytest.raises(ValueError, match=f"^{path}: not valid UTF-8 \\(byte 0xe9 at offset 13\\)$"):
+        read_json(path)
