@@ -11,10 +11,10 @@ PRECISIONS = ("auto", "float32", "bf16")
 
 
 def check_device(name: str) -> None:
-    """`name` must be a device this code runs on: auto, cpu, cuda or cuda:N (whether this machine has it or not:
-    a run trained on a GPU is tagged on a CPU)."""
-    if name not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", name):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    """`name` must be a device this code runs on: auto, cpu, cuda, cuda:N or mps (whether this machine has it or
+    not: a run trained on a GPU is tagged on a CPU)."""
+    if name not in ("auto", "cpu", "mps") and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,6 +27,8 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"--device {name}: there is no such GPU here (torch sees {torch.cuda.device_count()} CUDA "
                          "devices); use --device auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: this machine has no Apple GPU (torch.backends.mps); use --device auto or cpu")
     return device
 
 

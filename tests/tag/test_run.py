@@ -72,7 +72,7 @@ def tiny_runs(tmp_path_factory, tiny_model) -> dict[str, Path]:
     for finetune in ("lora", "full"):
         run_dir = tmp_path_factory.mktemp(finetune)
         config = TrainConfig(model=str(tiny_model), out=str(run_dir), finetune=finetune, device="cpu")
-        write_run_info(run_dir, config, list(LABELS))
+        write_run_info(run_dir, config, list(LABELS), sources={})
         save_tuned(build_tagger(config, len(LABELS), torch.device("cpu")), run_dir, config)
         runs[finetune] = run_dir
     return runs
@@ -126,13 +126,15 @@ def test_a_broken_run_is_one_error_line_naming_the_file_in_predict_and_evaluate(
 
 
 @pytest.mark.parametrize("device, gpus, message", [
-    ("gpu", 0, "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("gpu", 0, "--device must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
     ("cuda", 0, "--device cuda: there is no such GPU here (torch sees 0 CUDA devices); use --device auto or cpu"),
     ("cuda:1", 1, "--device cuda:1: there is no such GPU here (torch sees 1 CUDA devices); use --device auto or cpu"),
-], ids=["gpu", "cuda-without-one", "second-of-one"])
+    ("mps", 0, "--device mps: this machine has no Apple GPU (torch.backends.mps); use --device auto or cpu"),
+], ids=["gpu", "cuda-without-one", "second-of-one", "mps-without-one"])
 def test_a_device_that_is_not_one_is_one_error_line_in_predict_and_evaluate(tiny_runs, tmp_path, monkeypatch, capsys,
                                                                              device, gpus, message):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     data = tmp_path / "valid.txt"
     data.write_text("Peter B-PER\nBlackburn I-PER\n")
     with pytest.raises(ValueError, match=re.escape(message)):

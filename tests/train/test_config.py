@@ -127,7 +127,7 @@ def test_every_number_a_run_takes_has_its_range_checked():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    (["--device", "gpu"], "--device must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
     (["--bidirectional-top-layers", "2"], "--bidirectional-top-layers lifts the causal mask of the top layers; "
                                           "it needs --causal"),
     (["--batch-size", "3", "--grad-accum", "2"], "--batch-size 3 is not a multiple of --grad-accum 2"),
