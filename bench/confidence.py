@@ -18,9 +18,8 @@ import numpy as np
 from data.confidence import entity_scores
 from data.conll import read_conll
 from data.metrics import chunks
-from data.views import views
+from data.views import once_per_view, views
 from tag.run import load_run
-from train.evaluation import once_per_view, tag_and_score
 
 BANDS = ((0.9, 1.0), (0.5, 0.9), (0.0, 0.5))
 
@@ -72,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     run = load_run(args.run, device=args.device)
     sentences = read_conll(args.data, labels=run.labels)
     chosen = {view: found for view, found in views(sentences).items() if view != "bare"}
-    results = once_per_view(chosen, lambda view, found: tag_and_score(
-        run.tagger, run.tokenizer, run.config, run.labels, found, run.device, run.bf16, progress=f"{args.data}, {view}"))
+    results = once_per_view(chosen, lambda view, found: run.tag(found, progress=f"{args.data}, {view}"))
     for view, result in results.items():
         right, wrong = right_and_wrong([s.tags for s in chosen[view]], result.tags, result.log_probs,
                                        run.labels.labels)

@@ -4,7 +4,7 @@
     python -m bench.eval_batches --run RUN_DIR --data FILE [--budgets 8192 2048 1024] [--limit N]
 
 Every view of FILE (data/views.py: documents, alone, bare) is tagged by
-train.evaluation.predict_examples, the pass that training's evaluations and `tag/` share, with the run's LoRA kept
+the predictor that training's evaluations and `tag/` share (predictor/predictor.py), with the run's LoRA kept
 apart from the weights as training evaluates it. Tokens/s counts real tokens; ratios are against the first budget.
 Why budgets matter on a CPU, most likely: a batch of 8,192 padded tokens carries a 50 MB activation per MLP
 projection, far beyond the caches, where a batch of 2,048 keeps more of each layer's work in them.
@@ -13,13 +13,12 @@ projection, far beyond the caches, where a batch of 2,048 keeps more of each lay
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
-from data.align import build_examples
 from data.conll import read_conll
 from data.views import views
 from tag.run import load_run
-from train.evaluation import predict_examples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,18 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N sentences")
     args = parser.parse_args(argv)
     run = load_run(args.run, merge=False)
-    sentences = read_conll(args.data, run.config.scheme, run.labels)[: args.limit]
+    sentences = read_conll(args.data, labels=run.labels)[: args.limit]
     print(f"{len(sentences)} sentences from {args.data}, run {args.run}, budgets {args.budgets}")
     print(f"{'view':<10} {'budget':>7} {'tokens':>8} {'seconds':>8} {'tokens/s':>9} {'ratio':>6}")
     for name, view in views(sentences).items():
-        examples = build_examples(view, run.tokenizer, run.config.max_len, **run.config.window_settings(),
-                                  labels=run.labels)
+        examples = run.windows(view)
         tokens = sum(len(e.input_ids) for e in examples)
         first: tuple[float, list[list[list[float]]]] | None = None  # the first budget's seconds and predictions
         for budget in args.budgets:
             start = time.perf_counter()
-            predicted, _, _ = predict_examples(run.tagger, examples, run.tokenizer.pad_id, run.device, budget,
-                                               run.bf16)
+            budgeted = dataclasses.replace(run, settings=dataclasses.replace(run.settings, max_tokens=budget))
+            scores = budgeted.score_windows(examples, budgeted.plan(examples)).log_probs
+            predicted = [scores[i] for i in range(len(examples))]
             seconds = time.perf_counter() - start
             if first is None:
                 first = (seconds, predicted)

@@ -47,9 +47,10 @@ from lora.inject import LLAMA_TARGETS, count_parameters, inject_lora
 from model.config import PRESETS, LlamaConfig
 from model.llama import Llama
 from model.tagger import IGNORE_INDEX, Tagger
-from train.build import compile_blocks, keep_trainable_in_float32
+from predictor.build import keep_trainable_in_float32
+from train.build import compile_blocks
 from train.config import TrainConfig
-from train.device import autocast, use_bf16
+from predictor.device import autocast, use_bf16
 from train.optim import AdamW
 from train.step import update
 

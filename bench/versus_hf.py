@@ -48,7 +48,7 @@ from model import LlamaConfig, load_tokenizer
 from model.tagger import Tagger
 from train.build import build_tagger
 from train.config import DEFAULT_MODEL, TrainConfig
-from train.device import autocast
+from predictor.device import autocast
 from train.optim import AdamW
 from train.step import forward_backward, update
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 import dataclasses
 import random
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from data.conll import Sentence, document_spans
+
+T, R = TypeVar("T"), TypeVar("R")
 
 VIEWS: tuple[str, ...] = ("documents", "alone", "bare")
 VIEW_NAMES: dict[str, str] = {"documents": "as documents", "alone": "sentence by sentence",
@@ -58,6 +61,16 @@ def views(sentences: Sequence[Sentence]) -> dict[str, list[Sentence]]:
     own = len({s.doc_id for s in documents}) == len(documents)
     single = documents if own else alone(documents)
     return {"documents": documents, "alone": single, "bare": [without_final_punctuation(s) for s in single]}
+
+
+def once_per_view(views: dict[str, T], work: Callable[[str, T], R]) -> dict[str, R]:
+    """work(name, view) for every view, done once per distinct object: `views` gives two views that coincide
+    (every sentence already alone) the very same list, and they are then scored once."""
+    done: dict[int, R] = {}
+    for name, view in views.items():
+        if id(view) not in done:
+            done[id(view)] = work(name, view)
+    return {name: done[id(view)] for name, view in views.items()}
 
 
 def some_without_final_punctuation(sentences: Sequence[Sentence], fraction: float, seed: int) -> list[Sentence]:

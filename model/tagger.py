@@ -14,6 +14,13 @@ from model.llama import Llama
 IGNORE_INDEX = -100  # label of positions that carry no loss: padding, non-first subtokens, context tokens
 
 
+def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over the labelled positions only (labels != IGNORE_INDEX), in float32.
+    logits (..., num_labels), labels (...)."""
+    labelled = labels != IGNORE_INDEX
+    return F.cross_entropy(logits[labelled].float(), labels[labelled], reduction=reduction)
+
+
 class Tagger(nn.Module):
     """backbone -> dropout -> Linear(hidden, num_labels). Whether the backbone is bidirectional is its config's
     `causal` flag (and `bidirectional_top_layers`); `build_tagger` in `train/build.py` sets it, bidirectional by

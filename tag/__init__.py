@@ -3,8 +3,8 @@ entities), load a run (tag/run.py; optionally with int8 matmuls on a CPU, tag/qu
 file (tag/evaluate.py), tag text or CoNLL files (tag/predict.py; raw text is split into words as CoNLL-2003 splits
 them, tag/words.py), and export it for Hugging Face users (tag/export.py).
 
-May import model, lora, data and train (for a run's settings and the evaluation pass it shares with training);
-nothing imports tag but bench and tests.
+Built on the predictor that training evaluates with (predictor/): tagging never needs the training package.
+May import model, lora, data and predictor, never train; nothing imports tag but bench and tests.
 """
 
 from tag.tagger import Entity, EntityTagger, load_tagger

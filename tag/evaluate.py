@@ -17,9 +17,8 @@ from data.conll import read_conll, write_conlleval
 from data.decode import DECODERS
 from data.metrics import conlleval_report
 from data.schemes import SCHEMES
-from data.views import VIEW_NAMES, views
+from data.views import VIEW_NAMES, once_per_view, views
 from tag.run import load_run
-from train.evaluation import once_per_view, tag_and_score
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,22 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        run = load_run(args.run, device=args.device, model=args.model, int8=args.int8)
-        sentences = read_conll(args.data, args.scheme, run.labels)  # errors name the file and line
+        predictor = load_run(args.run, device=args.device, model=args.model, int8=args.int8)
+        sentences = read_conll(args.data, args.scheme, predictor.labels)  # errors name the file and line
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    config = dataclasses.replace(run.config, decode=args.decode) if args.decode else run.config
+    if args.decode:
+        predictor = dataclasses.replace(predictor, settings=dataclasses.replace(predictor.settings, decode=args.decode))
     if any(s.tags is None for s in sentences):
         print(f"error: {args.data} has no NER column to score against; use tag.predict to tag it", file=sys.stderr)
         return 2
-    by_view = once_per_view(views(sentences), lambda view, view_sentences: tag_and_score(
-        run.tagger, run.tokenizer, config, run.labels, view_sentences, run.device, run.bf16,
-        progress=f"{args.data}, {view}"))
+    by_view = once_per_view(views(sentences), lambda view, view_sentences: predictor.tag(
+        view_sentences, progress=f"{args.data}, {view}"))
     result = by_view["documents"]
     print(conlleval_report(result.scores))
     print("F1 by decoder: " + ", ".join(f"{d} {f1:.2f}" for d, f1 in result.f1_by_decoder.items()))
-    print(f"linear layers: {'int8' if run.int8 else 'bf16' if run.bf16 else 'float32'}")
+    print(f"linear layers: {'int8' if predictor.int8 else 'bf16' if predictor.bf16 else 'float32'}")
     print("F1 by view: " + ", ".join(f"{VIEW_NAMES[v]} {r.scores.f1:.2f}" for v, r in by_view.items()))
     if args.out:
         write_conlleval(args.out, sentences, result.tags)

@@ -30,11 +30,12 @@ import torch
 from safetensors.torch import save_file
 
 from lora.inject import lora_modules
-from lora.io import read_adapter_config
+from lora.io import adapter_config, read_adapter_config
 from model.files import atomic_folder, current_folder, read_json
-from tag.run import LoadedRun, load_run
-from train.config import TrainConfig
-from train.run_dir import ADAPTER_DIR
+from predictor.predictor import Predictor
+from predictor.run_dir import ADAPTER_DIR
+from predictor.settings import TaggingSettings
+from tag.run import load_run
 
 FORMATS = ("peft", "merged")
 PEFT_CONFIG_NAME = "adapter_config.json"
@@ -54,11 +55,11 @@ class ExportError(ValueError):
     """A run that cannot be exported as asked (the message says why)."""
 
 
-def check_expressible(config: TrainConfig) -> None:
+def check_expressible(settings: TaggingSettings) -> None:
     """Refuse runs whose attention pattern transformers' Llama cannot reproduce."""
-    if config.causal and config.bidirectional_top_layers > 0:
+    if settings.causal and settings.bidirectional_top_layers > 0:
         raise ExportError(
-            f"the run uses causal attention with bidirectional_top_layers={config.bidirectional_top_layers}: "
+            f"the run uses causal attention with bidirectional_top_layers={settings.bidirectional_top_layers}: "
             "transformers' Llama has one `is_causal` switch for all layers, so no transformers model computes "
             "what this tagger computes; use tag.predict with the run directory instead"
         )
@@ -128,7 +129,7 @@ def merged_state_dict(tagger: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def merged_config(base: Path, config: TrainConfig, labels: list[str]) -> dict:
+def merged_config(base: Path, settings: TaggingSettings, labels: list[str]) -> dict:
     """The base checkpoint's config.json, turned into a float32 token classifier with our labels."""
     hf = read_json(base / MERGED_CONFIG_NAME)
     for stale in ("torch_dtype", "transformers_version"):
@@ -139,18 +140,19 @@ def merged_config(base: Path, config: TrainConfig, labels: list[str]) -> dict:
         num_labels=len(labels),
         id2label={str(i): label for i, label in enumerate(labels)},
         label2id={label: i for i, label in enumerate(labels)},
-        is_causal=config.causal,
-        classifier_dropout=config.head_dropout,
+        is_causal=settings.causal,
+        classifier_dropout=settings.head_dropout,
     )
     return hf
 
 
-def readme(fmt: str, out: Path, base: Path, config: TrainConfig, labels: list[str]) -> str:
+def readme(fmt: str, out: Path, base: Path, predictor: Predictor) -> str:
     """A short README whose Python block loads the export (tests/tag/test_export.py runs that block)."""
+    settings, labels = predictor.settings, list(predictor.labels)
     if fmt == "peft":
         # transformers takes `is_causal` as a from_pretrained keyword only when the config already has the field,
         # and a causal base's config.json does not: set it on the config object instead.
-        bidirectional = "" if config.causal else \
+        bidirectional = "" if settings.causal else \
             "config.is_causal = False  # bidirectional attention, as in training\n"
         code = f"""from peft import PeftModel
 from transformers import AutoConfig, AutoTokenizer, LlamaForTokenClassification
@@ -166,7 +168,8 @@ config = AutoConfig.from_pretrained(
 model = PeftModel.from_pretrained(base_model, {str(out)!r}).eval()
 tokenizer = AutoTokenizer.from_pretrained({str(base)!r})
 """
-        what = f"A PEFT LoRA adapter (r={config.lora_r}, alpha={config.lora_alpha:g}) plus the classification head " \
+        adapter = adapter_config(predictor.tagger)
+        what = f"A PEFT LoRA adapter (r={adapter.r}, alpha={adapter.alpha:g}) plus the classification head " \
                f"(`score`) for the base checkpoint `{base}`."
     else:
         code = f"""from transformers import AutoTokenizer, LlamaForTokenClassification
@@ -174,13 +177,13 @@ tokenizer = AutoTokenizer.from_pretrained({str(base)!r})
 model = LlamaForTokenClassification.from_pretrained({str(out)!r}).eval()
 tokenizer = AutoTokenizer.from_pretrained({str(out)!r})
 """
-        tuned = "fully fine-tuned" if config.finetune == "full" else "with the LoRA update merged into its weights"
+        tuned = "fully fine-tuned" if settings.finetune == "full" else "with the LoRA update merged into its weights"
         what = f"A complete `LlamaForTokenClassification` checkpoint (float32): the base `{base}` {tuned}, " \
                "the classification head as `score`, and the base's tokenizer."
-    attention = ("causal (the decoder's own mask)" if config.causal else
+    attention = ("causal (the decoder's own mask)" if settings.causal else
                  "bidirectional: `is_causal=False`, which transformers 5 reads; a version that ignores it runs "
                  "causal attention and gives different predictions")
-    bos = "the BOS token, then " if config.add_bos else ""
+    bos = "the BOS token, then " if settings.add_bos else ""
     return f"""# llama-ner tagger ({fmt} export)
 
 {what}
@@ -214,11 +217,11 @@ def export_run(
     check_out(run_dir, out, force)
 
     run = load_run(run_dir, device="cpu", model=None if model is None else str(model), merge=False)
-    check_expressible(run.config)
-    if fmt == "peft" and run.config.finetune == "full":
+    check_expressible(run.settings)
+    if fmt == "peft" and run.settings.finetune == "full":
         raise ExportError(f"{run_dir} was fully fine-tuned (--finetune full): it has no LoRA adapter to export "
                           f"for PEFT; use --format merged")
-    base = Path(run.config.model).absolute()
+    base = Path(run.settings.model).absolute()
     with atomic_folder(out, EXPORT_FILES) as tmp:
         write_export(run, run_dir, fmt, base, tmp, out)
     return out
@@ -249,20 +252,20 @@ def is_export(folder: Path) -> bool:
     return whole and {p.name for p in folder.iterdir()} <= set(EXPORT_FILES)
 
 
-def write_export(run: LoadedRun, run_dir: Path, fmt: str, base: Path, folder: Path, final: Path) -> None:
+def write_export(run: Predictor, run_dir: Path, fmt: str, base: Path, folder: Path, final: Path) -> None:
     """Fill `folder` with the export; `final` is where it will live (the README names it)."""
     if fmt == "peft":
         config = peft_config(run_dir, base)
         save_file(peft_state_dict(run.tagger), folder / PEFT_WEIGHTS_NAME, metadata={"format": "pt"})
         (folder / PEFT_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     else:
-        config = merged_config(base, run.config, run.labels)
+        config = merged_config(base, run.settings, list(run.labels))
         save_file(merged_state_dict(run.tagger), folder / MERGED_WEIGHTS_NAME, metadata={"format": "pt"})
         (folder / MERGED_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         for name in TOKENIZER_FILES:
             if (base / name).exists():
                 shutil.copy2(base / name, folder / name)
-    (folder / "README.md").write_text(readme(fmt, final, base, run.config, run.labels))
+    (folder / "README.md").write_text(readme(fmt, final, base, run))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = export_run(args.run, args.out, args.fmt, model=args.model, force=args.force)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.fmt} export of {args.run} to {out}")

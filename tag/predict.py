@@ -30,9 +30,8 @@ from typing import BinaryIO, TextIO
 
 from data.conll import Sentence, read_tokens, write_sentences
 from model.files import atomic_file
-from tag.run import LoadedRun
+from predictor.predictor import Predictor
 from tag.tagger import EntityTagger, load_tagger
-from train.evaluation import tag_and_score
 
 STREAM_CHUNK = 64  # stdin lines tagged together: batches fill up, and each answer waits for at most 63 others
 CONLL_CHUNK_WORDS = 8192  # CoNLL words tagged together, in whole documents: memory holds one chunk (or one document)
@@ -88,12 +87,11 @@ def tag_texts(tagger: EntityTagger, texts: Iterable[str | ValueError]) -> int:
     return 2 if failed else 0
 
 
-def tag_conll(run: LoadedRun, source: str, out: TextIO) -> None:
+def tag_conll(predictor: Predictor, source: str, out: TextIO) -> None:
     """Tag a CoNLL file into `out`, whole documents at a time, each chunk written (and flushed) as it is tagged. Each
     chunk's progress bar names the line it starts on."""
     for chunk in document_chunks(read_tokens(source), CONLL_CHUNK_WORDS):
-        tags = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, chunk, run.device, run.bf16,
-                             progress=f"{source}:{chunk[0].line}").tags
+        tags = predictor.tag(chunk, progress=f"{source}:{chunk[0].line}").tags
         write_sentences(out, chunk, [tags])
         out.flush()
 
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.conll:
             return tag_texts(tagger, args.texts or read_lines(sys.stdin.buffer))
         with conll_output(args.out) as out:
-            tag_conll(tagger.run, args.conll, out)
+            tag_conll(tagger.predictor, args.conll, out)
     except (OSError, ValueError) as e:  # errors name the file and line, or the text
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -25,9 +25,9 @@ import numpy as np
 from data.conll import Sentence
 from data.confidence import entity_scores
 from data.metrics import chunks
-from tag.run import LoadedRun, load_run
+from predictor.predictor import Predictor
+from tag.run import load_run
 from tag.words import split_words
-from train.evaluation import tag_and_score
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,12 @@ class Entity:
 class EntityTagger:
     """A trained run, loaded once (LoRA merged into the weights) and used for as many calls as needed."""
 
-    def __init__(self, run: LoadedRun):
-        self.run = run
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
 
     @property
     def types(self) -> tuple[str, ...]:
-        return self.run.labels.types
+        return self.predictor.labels.types
 
     def tag(self, texts: Iterable[str]) -> list[list[Entity]]:
         """The entities of each text, in text order. A text without words gets none."""
@@ -90,12 +90,11 @@ class EntityTagger:
         found: list[list[Entity]] = [[] for _ in texts]
         if not nonempty:
             return found
-        run = self.run
         sentences = [Sentence(words[i], doc_id=k) for k, i in enumerate(nonempty)]
-        result = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device, run.bf16)
+        result = self.predictor.tag(sentences)
         for i, tags, log_probs in zip(nonempty, result.tags, result.log_probs):
             entities = chunks(tags)
-            scores = entity_scores(np.asarray(log_probs), run.labels.labels, entities)
+            scores = entity_scores(np.asarray(log_probs), self.predictor.labels.labels, entities)
             for (kind, first, last), score in zip(entities, scores):
                 start, end = spans[i][first][0], spans[i][last][1]
                 found[i].append(Entity(kind, texts[i][start:end], start, end, score))

@@ -2,15 +2,15 @@
 
 config.py       TrainConfig, every setting of a run, and the command line; named recipes
 build.py        the tagger a run trains: base checkpoint + head, LoRA injected (or every weight trainable)
-device.py       where it runs and in which precision (shared with tag/ and bench/)
 loop.py         set up, step, evaluate and keep the best, checkpoint
 step.py         one optimizer step: forward/backward over micro-batches, clip, AdamW, schedule
-evaluation.py   the evaluation pass: windows -> scores per word -> tags -> conlleval F1 (shared with tag/)
 optim.py        AdamW, written out      schedule.py  warmup + cosine
 average.py      a moving average of the trained weights, evaluated and kept with --average-decay
-checkpoint.py   resumable state         run_dir.py   the files of a run directory
-distributed.py  torchrun: ranks, gradient sums, FSDP of the frozen base
+checkpoint.py   resumable state         run_dir.py   the files of a run directory that training alone reads
+distributed.py  torchrun: ranks, gradient sums, FSDP of the frozen base, evaluation shared by the ranks
 curves.py       loss and F1 curves of a run (matplotlib)
 
-May import model, lora and data; never tag or bench.
+Evaluations tag through the predictor that `tag/` uses too (predictor/).
+
+May import model, lora, data and predictor; never tag or bench.
 """

@@ -10,16 +10,17 @@ import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from data.decode import DECODERS
 from data.schemes import SCHEMES
 from lora.inject import LLAMA_TARGETS
-from train.device import PRECISIONS, check_device
+from predictor.device import PRECISIONS, check_device
+from predictor.settings import FINETUNES, TaggingSettings
 
 DEFAULT_MODEL = "weights/smollm2-135m-instruct"
 WINDOWS = ("document", "sentence", "both")
-FINETUNES = ("lora", "full")
 
 
 def flag(setting: str) -> str:
@@ -181,9 +182,15 @@ class TrainConfig:
             return self.bare_fraction
         return 0.5 if self.window == "both" else 0.0
 
-    def window_settings(self) -> dict[str, Any]:
-        """How sentences become windows: keyword arguments of data.align.build_examples besides max_len."""
-        return dict(add_bos=self.add_bos, context=self.context, stride=self.stride, document=self.window != "sentence")
+    def tagging(self) -> TaggingSettings:
+        """What tagging needs of these settings: the run keeps it as tagging.json, so that `tag/` needs no TrainConfig.
+        Evaluation tags with document windows unless the run trains on sentences alone."""
+        return TaggingSettings(
+            model=str(Path(self.model).resolve()), causal=self.causal,
+            bidirectional_top_layers=self.bidirectional_top_layers, head_dropout=self.head_dropout,
+            finetune=self.finetune, max_len=self.max_len, stride=self.stride, add_bos=self.add_bos,
+            document=self.window != "sentence", max_tokens=self.eval_max_tokens, decode=self.decode,
+            precision=self.precision)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

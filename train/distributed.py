@@ -26,6 +26,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from data.align import Example
+from data.batching import shard_plan
+from data.conll import Sentence
+from predictor.predictor import Predictor, Tagged, WindowScores
+
 # A rank that stops answering (hung, or its host gone) fails the others' next collective after this long
 # instead of blocking them forever. A rank that exits is noticed by torchrun at once, which stops the rest.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
@@ -167,3 +172,14 @@ def reshard_after_evaluation(tagger: nn.Module) -> None:
     `state_dict()` frees it too, and rank 0 alone calls that (saving the adapter), which would leave the ranks
     disagreeing about the next all-gather."""
     tagger.backbone.reshard()
+
+
+def tag_on_ranks(predictor: Predictor, sentences: list[Sentence], examples: list[Example], world: World,
+                 progress: str | None = None) -> Tagged:
+    """Tag and score as `predictor.tag` does, each rank its share of the batches, every rank the whole result.
+    `progress` names a progress bar, shown by rank 0 alone."""
+    share = shard_plan(predictor.plan(examples), world.rank, world.world_size)
+    scores = predictor.score_windows(examples, share, progress if world.is_main else None)
+    if world.distributed:
+        scores = WindowScores.joined(gather_objects(scores, world))
+    return predictor.tags(sentences, examples, scores)

@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,29 +26,29 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from data.align import Example, build_examples
+from data.align import Example
 from data.batching import Plan, bucketed_plan, collate, shard_plan
 from data.conll import Sentence, read_conll
 from data.download import resolve_data_dir
 from data.labels import LabelSet
-from data.views import VIEW_NAMES, VIEWS, some_without_final_punctuation, split_documents, taken_out, views
+from data.views import (VIEW_NAMES, VIEWS, once_per_view, some_without_final_punctuation, split_documents, taken_out,
+                        views)
 from lora.inject import count_parameters
 from model import load_tokenizer
 from model.tagger import Tagger
-from model.tokenizer import Tokenizer
-from train.average import WeightAverage
+from predictor.device import resolve_device
+from predictor.predictor import Predictor, Tagged
+from predictor.run_dir import read_tagging, save_tuned
 from train.build import build_tagger
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from train.config import TrainConfig
 from train.curves import plot_run
-from train.device import resolve_device, use_bf16
 from train.distributed import (World, broadcast_trainable, gather_objects, launched_world, process_group,
                                rank_batch_size, rank_batch_tokens, rank_device, reshard_after_evaluation,
-                               shard_frozen_base)
-from train.evaluation import Evaluation, once_per_view, tag_and_score
+                               shard_frozen_base, tag_on_ranks)
 from train.optim import AdamW
 from train.run_dir import (CHECKPOINT_FILE, CURVES_FILE, check_resumable, code_version, lock_run_dir, log_record,
-                           read_run_info, save_tuned, truncate_log, write_run_info)
+                           read_run_info, truncate_log, write_run_info)
 from train.schedule import WarmupCosine
 from train.sources import run_sources
 from train.step import forward_backward, micro_batches, update
@@ -77,41 +77,50 @@ class Scored:
 
 
 @dataclass
-class Run:
-    """What one process needs to train, built once by `set_up`."""
+class Place:
+    """Where a run writes, and what it is trained from."""
 
-    config: TrainConfig
-    world: World
-    device: torch.device
-    bf16: bool
     run_dir: Path
-    sources: dict[str, str]  # the data and base weights it trains from (train/sources.py)
+    sources: dict[str, str]  # the data and base weights (train/sources.py)
     resume: bool  # run_dir holds a checkpoint of these settings and sources
-    labels: LabelSet
-    tokenizer: Tokenizer
-    tagger: Tagger
-    optimizer: AdamW
-    scheduler: WarmupCosine
-    average: WeightAverage | None  # with --average-decay: what evaluations score and the run keeps
-    train_examples: list[Example]
+
+
+@dataclass
+class Fitting:
+    """What the steps take: the training windows, how many make a step, the optimizer and its schedule."""
+
+    examples: list[Example]
     batch_size: int  # this rank's windows per step
     batch_tokens: int | None  # or this rank's padded tokens per step
+    optimizer: AdamW
+    scheduler: WarmupCosine
+
+
+@dataclass
+class Scoring:
+    """What the evaluations score."""
+
     valid: dict[str, Scored]  # validation in each view of data/views.py
     seen: Scored  # a fixed slice of the training set, scored like validation: the gap shows overfitting
     valid_subset: dict[str, Scored]  # what the evaluations between full ones score (subset_eval_*)
     seen_subset: Scored
 
+
+@dataclass
+class Run:
+    """What one process needs to train, built once by `set_up`: the predictor holds the tagger being trained, with
+    the tokenizer, labels, tagging settings and device that evaluations (and later `tag/`) tag with."""
+
+    config: TrainConfig
+    world: World
+    place: Place
+    predictor: Predictor
+    fitting: Fitting
+    scoring: Scoring
+
     def epoch_plan(self, epoch: int) -> Plan:
-        return epoch_plan(self.train_examples, self.batch_size, self.batch_tokens, self.config.seed, epoch,
-                          self.world)
-
-    @property
-    def trainable(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.tagger.parameters() if p.requires_grad]
-
-    def evaluated_weights(self) -> AbstractContextManager[None]:
-        """The weights evaluations score and keep: the average when there is one, else the last step's."""
-        return self.average.swapped_in() if self.average is not None else nullcontext()
+        f = self.fitting
+        return epoch_plan(f.examples, f.batch_size, f.batch_tokens, self.config.seed, epoch, self.world)
 
 
 def epoch_plan(examples: list[Example], batch_size: int, batch_tokens: int | None, seed: int, epoch: int,
@@ -138,26 +147,42 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
 def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     """Read the data, build the windows, the tagger, the optimizer and the schedule."""
     torch.manual_seed(config.seed)
-    run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    place = find_place(config)
     data_dir = resolve_data_dir(config.data)
-    sources = run_sources(data_dir, config.model)
-    resume = check_resumable(run_dir, config, sources)
-    labels, train_sentences = read_training(config, data_dir / "train.txt", run_dir if resume else None)
+    labels, train_sentences = read_training(config, data_dir / "train.txt", place.run_dir if place.resume else None)
     train_sentences = train_sentences[: config.limit]
     valid_sentences = read_conll(data_dir / "valid.txt", config.scheme, labels)
-    tokenizer = load_tokenizer(config.model)
+    predictor = Predictor(build_trained_tagger(config, len(labels), device, world), load_tokenizer(config.model),
+                          labels, config.tagging(), device)
 
     def scored(sentences: list[Sentence]) -> Scored:
-        return Scored(sentences, build_examples(sentences, tokenizer, config.max_len, **config.window_settings(),
-                                                labels=labels))
+        return Scored(sentences, predictor.windows(sentences))
 
     def scored_views(sentences: list[Sentence]) -> dict[str, Scored]:
         return once_per_view(views(sentences), lambda _, view: scored(view))
 
     seen = train_sentences[: config.train_eval_sentences]
     subset = config.subset_eval_sentences
-    tagger = build_tagger(config, len(labels), device, load_on=torch.device("cpu") if config.fsdp else device)
+    train_examples = scored(split_documents(train_sentences, config.alone_fraction, config.seed)).examples
+    if config.window == "both":
+        sentences_alone = some_without_final_punctuation(taken_out(train_sentences), config.bare_share, config.seed)
+        train_examples += scored(sentences_alone).examples
+    scoring = Scoring(valid=scored_views(valid_sentences), seen=scored(seen),
+                      valid_subset=scored_views(valid_sentences[:subset]), seen_subset=scored(seen[:subset]))
+    return Run(config, world, place, predictor, fitting(config, world, predictor.tagger, train_examples), scoring)
+
+
+def find_place(config: TrainConfig) -> Place:
+    """The run directory, what the run trains from, and whether it resumes a checkpoint there."""
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sources = run_sources(resolve_data_dir(config.data), config.model)
+    return Place(run_dir, sources, check_resumable(run_dir, config, sources))
+
+
+def build_trained_tagger(config: TrainConfig, num_labels: int, device: torch.device, world: World) -> Tagger:
+    """The tagger of train/build.py, on this rank: FSDP shards its frozen base; the ranks start from equal weights."""
+    tagger = build_tagger(config, num_labels, device, load_on=torch.device("cpu") if config.fsdp else device)
     if config.fsdp:
         shard_frozen_base(tagger, device, world)
     broadcast_trainable(tagger, world)
@@ -165,27 +190,23 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
         torch.manual_seed(config.seed + world.rank)  # replicas start equal, but draw their own dropout masks
     if world.is_main:
         print(count_parameters(tagger))
-    trainable = [p for p in tagger.parameters() if p.requires_grad]
-    optimizer = AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    train_examples = scored(split_documents(train_sentences, config.alone_fraction, config.seed)).examples
-    if config.window == "both":
-        sentences_alone = some_without_final_punctuation(taken_out(train_sentences), config.bare_share, config.seed)
-        train_examples += scored(sentences_alone).examples
+    return tagger
+
+
+def fitting(config: TrainConfig, world: World, tagger: Tagger, examples: list[Example]) -> Fitting:
+    """Steps of `batch_size` windows or `batch_tokens` padded tokens (this rank's share), AdamW over the trainable
+    weights, and the schedule sized to the run's steps."""
     batch_size = rank_batch_size(config.batch_size, config.grad_accum, world)
     batch_tokens = None
     if config.batch_tokens is not None:
         batch_tokens = rank_batch_tokens(config.batch_tokens, config.max_len, world)
-    steps_per_epoch = len(epoch_plan(train_examples, batch_size, batch_tokens, config.seed, 0, world))
+    steps_per_epoch = len(epoch_plan(examples, batch_size, batch_tokens, config.seed, 0, world))
     # A fraction of an epoch ends on the step that holds it; the tolerance because 1.1 * 10 is 11.000000000000002.
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch - 1e-9)
+    optimizer = AdamW([p for p in tagger.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
-    average = WeightAverage(trainable, config.average_decay) if config.average_decay is not None else None
-    return Run(config, world, device, use_bf16(config.precision, device), run_dir, sources, resume, labels, tokenizer,
-               tagger, optimizer, scheduler, average, train_examples, batch_size, batch_tokens,
-               valid=scored_views(valid_sentences),
-               seen=scored(seen), valid_subset=scored_views(valid_sentences[:subset]),
-               seen_subset=scored(seen[:subset]))
+    return Fitting(examples, batch_size, batch_tokens, optimizer, scheduler)
 
 
 def read_training(config: TrainConfig, train_file: Path, resumed: Path | None) -> tuple[LabelSet, list[Sentence]]:
@@ -199,8 +220,8 @@ def read_training(config: TrainConfig, train_file: Path, resumed: Path | None) -
               "hold no context beyond it (CoNLL-2003 as released marks 946 training documents; put a -DOCSTART- "
               "line before each document of your own data)", file=sys.stderr)
     labels = given or LabelSet.from_sentences((s.tags for s in sentences), str(train_file))
-    if resumed is not None and list(labels) != (started := read_run_info(resumed)["labels"]):
-        raise ValueError(f"{resumed} was started with the labels {', '.join(started)}, but the data now gives "
+    if resumed is not None and labels != (started := read_tagging(resumed)[1]):
+        raise ValueError(f"{resumed} was started with the labels {started}, but the data now gives "
                          f"{labels}; train into a new --out")
     return labels, sentences
 
@@ -208,17 +229,18 @@ def read_training(config: TrainConfig, train_file: Path, resumed: Path | None) -
 def start_or_resume(run: Run) -> Progress:
     """The progress of the last checkpoint when resuming; otherwise a fresh start with a new run.json (in a run
     directory that holds no results: `check_resumable`)."""
-    if not run.resume:
+    place, fitting = run.place, run.fitting
+    if not place.resume:
         if run.world.is_main:
-            write_run_info(run.run_dir, run.config, list(run.labels), run.sources)
+            write_run_info(place.run_dir, run.config, run.predictor.labels, place.sources)
         return Progress()
-    saved = load_checkpoint(run.run_dir / CHECKPOINT_FILE, run.tagger, run.optimizer, run.scheduler,
-                            run.world.rank, run.world.world_size, run.average)
+    saved = load_checkpoint(place.run_dir / CHECKPOINT_FILE, run.predictor.tagger, fitting.optimizer,
+                            fitting.scheduler, run.world.rank, run.world.world_size)
     progress = Progress(**saved)
     if run.world.is_main:
-        truncate_log(run.run_dir, progress.step)
-        print(f"resuming {run.run_dir} at step {progress.step} of {run.scheduler.total_steps}")
-        started_with, now = read_run_info(run.run_dir)["code"], code_version()
+        truncate_log(place.run_dir, progress.step)
+        print(f"resuming {place.run_dir} at step {progress.step} of {fitting.scheduler.total_steps}")
+        started_with, now = read_run_info(place.run_dir)["code"], code_version()
         if started_with != now:
             print(f"note: the run was started with code {started_with}, it resumes with {now}")
     return progress
@@ -230,26 +252,26 @@ def train_process(
     """The loop of one process: the whole of a single-process run, or one rank's part of a torchrun run."""
     run = set_up(config, world, device)
     progress = start_or_resume(run)
-    total_steps = run.scheduler.total_steps
-    run.tagger.train()
+    tagger, fitting = run.predictor.tagger, run.fitting
+    total_steps = fitting.scheduler.total_steps
+    trainable = [p for p in tagger.parameters() if p.requires_grad]
+    tagger.train()
     bar = tqdm(total=total_steps, initial=progress.step, desc="train", unit="step", dynamic_ncols=True,
                disable=not world.is_main)
     rate = TokenRate()
     while not progress.finished:
         plan = run.epoch_plan(progress.epoch)
         for batch in plan[progress.batch :]:
-            batches = [collate(run.train_examples, part, run.tokenizer.pad_id).to(device)
+            batches = [collate(fitting.examples, part, run.predictor.tokenizer.pad_id).to(device)
                        for part in micro_batches(batch, config.grad_accum)]
-            loss, tokens = forward_backward(run.tagger, batches, device, run.bf16, world)
-            grad_norm, lr = update(run.trainable, run.optimizer, run.scheduler, config.clip_grad_norm)
-            if run.average is not None:
-                run.average.update()
+            loss, tokens = forward_backward(tagger, batches, device, run.predictor.bf16, world)
+            grad_norm, lr = update(trainable, fitting.optimizer, fitting.scheduler, config.clip_grad_norm)
             progress.step, progress.batch = progress.step + 1, progress.batch + 1
             tokens_per_s = rate.add(tokens)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}", lr=f"{lr:.2e}")
             if world.is_main and (progress.step % LOG_EVERY == 0 or progress.step == 1):
-                log_record(run.run_dir, {"type": "train", "step": progress.step, "epoch": progress.epoch,
+                log_record(run.place.run_dir, {"type": "train", "step": progress.step, "epoch": progress.epoch,
                                          "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
                                          "tokens_per_s": tokens_per_s})
                 rate.restart()
@@ -266,45 +288,38 @@ def train_process(
     bar.close()
     if world.is_main:
         best = progress.best
-        print(f"best validation F1 {three_scores(best)} at step {best['step']}; its weights are in {run.run_dir}")
-        print(f"training curves: {run.run_dir / CURVES_FILE}")  # drawn by the last evaluation
+        print(f"best validation F1 {three_scores(best)} at step {best['step']}; its weights are in {run.place.run_dir}")
+        print(f"training curves: {run.place.run_dir / CURVES_FILE}")  # drawn by the last evaluation
     return progress.best
 
 
 def evaluate_when_due(run: Run, progress: Progress, end_of_epoch: bool, total_steps: int) -> bool:
     """A full evaluation at the end of each epoch (or every `eval_every` steps) and of the run, keeping the best;
     between them, one on the fixed subsets every `subset_eval_every` steps. True after a full evaluation."""
-    config = run.config
+    config, scoring = run.config, run.scoring
     done = progress.step >= total_steps
     full_due = done or (progress.step % config.eval_every == 0 if config.eval_every else end_of_epoch)
     if full_due:
-        with run.evaluated_weights():
-            record = evaluate(run, progress, run.valid, run.seen, "eval")
-            stop = keep_if_best(run, progress, record)
-        if done and run.average is not None:  # what the average gained over the last weights, in every such run
-            evaluate(run, progress, run.valid, run.seen, "eval_last")
-        progress.finished = done or stop
+        record = evaluate(run, progress, scoring.valid, scoring.seen, "eval")
+        progress.finished = keep_if_best(run, progress, record) or done
     elif config.subset_eval_every and progress.step % config.subset_eval_every == 0:
-        with run.evaluated_weights():
-            evaluate(run, progress, run.valid_subset, run.seen_subset, "subset_eval")
+        evaluate(run, progress, scoring.valid_subset, scoring.seen_subset, "subset_eval")
     return full_due
 
 
 def evaluate(run: Run, progress: Progress, valid: dict[str, Scored], seen: Scored, kind: str) -> dict[str, Any]:
-    """Score every view of `valid`, and `seen`; log the record (kind "eval", "subset_eval" or "eval_last": the last
-    weights of a run that keeps their average), redraw the curves; return it. `valid_*` keys without a view name
-    are the documents view's."""
+    """Score every view of `valid`, and `seen`; log the record (kind "eval" or "subset_eval"), redraw the curves;
+    return it. `valid_*` keys without a view name are the documents view's."""
     started = time.perf_counter()
 
-    def score(scored: Scored, name: str) -> Evaluation:
-        return tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, scored.sentences, run.device,
-                             run.bf16, scored.examples, run.world,
-                             progress=f"{name} ({len(scored.sentences)} sentences)")
+    def score(scored: Scored, name: str) -> Tagged:
+        return tag_on_ranks(run.predictor, scored.sentences, scored.examples, run.world,
+                            progress=f"{name} ({len(scored.sentences)} sentences)")
 
     by_view = once_per_view(valid, lambda view, scored: score(scored, f"valid, {view}"))
     on_seen = score(seen, "train sample") if seen.sentences else None
     if run.config.fsdp:
-        reshard_after_evaluation(run.tagger)
+        reshard_after_evaluation(run.predictor.tagger)
     result = by_view["documents"]
     record = {"type": kind, "step": progress.step, "epoch": progress.epoch,
               "valid_loss": result.loss, "valid_f1": result.scores.f1,
@@ -319,10 +334,10 @@ def evaluate(run: Run, progress: Progress, valid: dict[str, Scored], seen: Score
         record.update(train_loss=on_seen.loss, train_f1=on_seen.scores.f1)
     record["seconds"] = time.perf_counter() - started
     if run.world.is_main:
-        log_record(run.run_dir, record)
-        plot_run(run.run_dir)
+        log_record(run.place.run_dir, record)
+        plot_run(run.place.run_dir)
         on_train = f", train F1 {record['train_f1']:.2f}" if on_seen is not None else ""
-        what = {"eval": "valid", "eval_last": "valid, last weights"}.get(kind, f"valid[:{record['valid_sentences']}]")
+        what = "valid" if kind == "eval" else f"valid[:{record['valid_sentences']}]"
         tqdm.write(f"step {progress.step}: {what} F1 {three_scores(record)}, loss {record['valid_loss']:.4f}"
                    f"{on_train}")
     return record
@@ -339,7 +354,7 @@ def keep_if_best(run: Run, progress: Progress, record: dict[str, Any]) -> bool:
     if progress.best is None or record["valid_mean_f1"] > progress.best["valid_mean_f1"]:
         progress.best, progress.evals_without_gain = record, 0
         if run.world.is_main:
-            save_tuned(run.tagger, run.run_dir, run.config)
+            save_tuned(run.predictor.tagger, run.place.run_dir, run.config.finetune)
     else:
         progress.evals_without_gain += 1
     if run.world.is_main:
@@ -351,8 +366,8 @@ def checkpoint(run: Run, progress: Progress) -> None:
     """Save the resumable state; every rank contributes its random state, rank 0 writes."""
     rng_states = gather_objects(rng_state(), run.world)
     if run.world.is_main:
-        save_checkpoint(run.run_dir / CHECKPOINT_FILE, run.tagger, run.optimizer, run.scheduler,
-                        dataclasses.asdict(progress), rng_states, run.average)
+        save_checkpoint(run.place.run_dir / CHECKPOINT_FILE, run.predictor.tagger, run.fitting.optimizer,
+                        run.fitting.scheduler, dataclasses.asdict(progress), rng_states)
 
 
 class TokenRate:

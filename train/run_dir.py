@@ -1,16 +1,15 @@
 """A run directory holds everything needed to reload a trained tagger, and to resume its training:
 
-    run.json               training settings, label list, absolute path of the base checkpoint, code version, and
-                           the data folder, its files' hashes and the base weights' fingerprint (train/sources.py)
-    adapter/               LoRA A/B of every adapted projection + the classification head, best validation F1
-                           (adapter_config.json + adapter.safetensors, lora/io.py)
-    finetuned.safetensors  instead of the adapter, with --finetune full: every trained tensor (backbone and head)
+    tagging.json           what tagging reads: the labels and the tagging settings (predictor/run_dir.py)
+    adapter/               or finetuned.safetensors: the tuned weights of the best evaluation (predictor/run_dir.py)
+    run.json               training settings, code version, and the data folder, its files' hashes and the base
+                           weights' fingerprint (train/sources.py)
     checkpoint.pt          the latest resumable state (optimizer, schedule, RNG, step; train/checkpoint.py)
     metrics.jsonl          one JSON record per logged training step and per evaluation
     curves.png             loss and F1 of training and validation against the step (train/curves.py)
     .lock                  held (flock) by the training writing the directory
 
-Training writes it (rank 0 alone), `tag/` reads it. Every file is replaced atomically (model/files.py). Training
+Training writes it (rank 0 alone); `tag/` reads only what predictor/run_dir.py names. Every file is replaced atomically (model/files.py). Training
 resumes a directory of the same settings, data and base weights from its checkpoint, and refuses any other that
 holds results: it never starts over on top of them.
 """
@@ -26,17 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
-
-from lora.io import CONFIG_NAME, WEIGHTS_NAME, load_adapter, load_tensors_into, save_adapter
-from model.files import atomic_file, atomic_folder, current_folder, read_json
-from model.tagger import Tagger
+from data.labels import LabelSet
+from model.files import atomic_file, current_folder, read_json
+from predictor.run_dir import ADAPTER_DIR, FINETUNED_NAME, write_tagging
 from train.config import TrainConfig
 from train.sources import changed_sources
 
 RUN_FILE = "run.json"
-ADAPTER_DIR = "adapter"
-FINETUNED_NAME = "finetuned.safetensors"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -59,10 +54,11 @@ def code_version() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def write_run_info(run_dir: Path, config: TrainConfig, labels: list[str], sources: dict[str, str]) -> None:
-    """`sources`: what the run is trained from (train/sources.py `run_sources`)."""
-    info = {"config": config.to_json(), "labels": labels, "model": str(Path(config.model).resolve()),
-            "code": code_version(), "sources": sources}
+def write_run_info(run_dir: Path, config: TrainConfig, labels: LabelSet, sources: dict[str, str]) -> None:
+    """Start a run directory: run.json with the training settings and `sources`, what the run is trained from
+    (train/sources.py `run_sources`), and tagging.json with what tagging needs."""
+    write_tagging(run_dir, config.tagging(), labels)
+    info = {"config": config.to_json(), "code": code_version(), "sources": sources}
     with atomic_file(run_dir / RUN_FILE) as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
 
@@ -77,31 +73,6 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
         return {**info, "config": TrainConfig.from_json(info["config"])}
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: not a run file of this version of llama-ner ({e})") from None
-
-
-def tuned_files(config: TrainConfig) -> tuple[str, ...]:
-    """What training changed, as names in a run directory."""
-    return (FINETUNED_NAME,) if config.finetune == "full" else (ADAPTER_DIR,)
-
-
-def save_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
-    """Keep what training changed: the LoRA adapter and head, or with --finetune full every trained tensor."""
-    if config.finetune != "full":
-        with atomic_folder(run_dir / ADAPTER_DIR, (WEIGHTS_NAME, CONFIG_NAME)) as tmp:
-            save_adapter(tagger, tmp)
-        return
-    tensors = {name: p.detach().contiguous() for name, p in tagger.named_parameters() if p.requires_grad}
-    with atomic_file(run_dir / FINETUNED_NAME) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-
-
-def load_tuned(tagger: Tagger, run_dir: Path, config: TrainConfig) -> None:
-    """Fill `tagger` (built by build_tagger without LoRA) from what save_tuned wrote, strictly."""
-    if config.finetune != "full":
-        load_adapter(tagger, current_folder(run_dir / ADAPTER_DIR))
-        return
-    params = {name: p for name, p in tagger.named_parameters() if p.requires_grad}
-    load_tensors_into(run_dir / FINETUNED_NAME, params)
 
 
 def log_record(run_dir: Path, record: dict[str, Any]) -> None:

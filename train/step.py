@@ -13,7 +13,7 @@ import torch
 
 from data.batching import Batch
 from model.tagger import IGNORE_INDEX, Tagger
-from train.device import autocast
+from predictor.device import autocast
 from train.distributed import SINGLE_PROCESS, World, sum_gradients_over_ranks, sum_over_ranks
 from train.schedule import WarmupCosine
 

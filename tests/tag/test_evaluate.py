@@ -12,7 +12,6 @@ from data.schemes import to_iob2
 from tag import evaluate as evaluate_cli
 from tag.run import load_run
 from tests.conll_data import needs_conll, records, slice_conll
-from train.evaluation import tag_and_score
 
 
 @needs_conll
@@ -48,8 +47,7 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
     assert evaluate_cli.main(["--run", str(trained_run), "--data", str(head), "--int8"]) == 0
     report = capsys.readouterr().out
     int8_run = load_run(trained_run, device="cpu", int8=True)
-    int8_f1 = tag_and_score(int8_run.tagger, int8_run.tokenizer, int8_run.config, int8_run.labels,
-                            read_conll(head), int8_run.device, int8_run.bf16).scores.f1
+    int8_f1 = int8_run.tag(read_conll(head)).scores.f1
     assert "linear layers: int8" in report and f1_by_view(report)[0] == pytest.approx(int8_f1, abs=0.005)
 
 

@@ -16,12 +16,13 @@ from safetensors.torch import load_file, save_file
 
 from data.labels import LabelSet
 from lora.inject import lora_modules
+from predictor.run_dir import ADAPTER_DIR, TAGGING_FILE, save_tuned
 from tests.hf_reference import make_hf_checkpoint
 from tag.export import ExportError, export_run, main
 from tag.run import load_run
 from train.build import build_tagger
 from train.config import TrainConfig
-from train.run_dir import ADAPTER_DIR, save_tuned, write_run_info
+from train.run_dir import write_run_info
 
 TINY = dict(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64)
@@ -46,8 +47,8 @@ def make_run(root: Path, smollm2_dir: Path, causal: bool, tie: bool, bidirection
             module.lora_B.normal_(std=0.2)
         tagger.head.weight.normal_()
         tagger.head.bias.normal_()
-    write_run_info(run_dir, config, list(LABELS), sources={})  # not trained: no data, no base to record
-    save_tuned(tagger, run_dir, config)
+    write_run_info(run_dir, config, LABELS, sources={})  # not trained: no data, no base to record
+    save_tuned(tagger, run_dir, config.finetune)
     return run_dir
 
 
@@ -156,9 +157,9 @@ def test_fully_fine_tuned_run_exports_merged_only(tmp_path, smollm2_dir):
     with torch.no_grad():
         for p in tagger.parameters():  # as if every weight had been trained
             p.add_(torch.randn_like(p) * 0.05)
-    write_run_info(run_dir, config, list(LABELS), sources={})  # not trained: no data, no base to record
-    save_tuned(tagger, run_dir, config)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["finetuned.safetensors", "run.json"]
+    write_run_info(run_dir, config, LABELS, sources={})  # not trained: no data, no base to record
+    save_tuned(tagger, run_dir, config.finetune)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["finetuned.safetensors", "run.json", TAGGING_FILE]
     ids, mask = right_padded_batch()
     with torch.no_grad():
         trained = tagger.eval()(ids, mask)
@@ -239,12 +240,12 @@ def test_a_kill_while_the_adapter_is_replaced_loses_no_adapter(tmp_path, smollm2
     with monkeypatch.context() as patched:
         patched.setattr(os, "rename", killed_after_the_first_rename)
         with pytest.raises(KeyboardInterrupt):
-            save_tuned(run.tagger, run_dir, run.config)
+            save_tuned(run.tagger, run_dir, run.settings.finetune)
     assert not (run_dir / ADAPTER_DIR).exists()
     assert torch.equal(our_logits(run_dir), logits)
     export_run(run_dir, tmp_path / "peft", "peft")
-    save_tuned(run.tagger, run_dir, run.config)
-    assert sorted(p.name for p in run_dir.iterdir()) == [ADAPTER_DIR, "run.json"]
+    save_tuned(run.tagger, run_dir, run.settings.finetune)
+    assert sorted(p.name for p in run_dir.iterdir()) == [ADAPTER_DIR, "run.json", TAGGING_FILE]
     assert torch.equal(our_logits(run_dir), logits)
 
 
@@ -271,7 +272,7 @@ def test_bad_run_directory_and_format(bidirectional_run, tmp_path):
         export_run(tmp_path / "nowhere", tmp_path / "out", "peft")
     incomplete = tmp_path / "incomplete"
     incomplete.mkdir()
-    shutil.copy(bidirectional_run / "run.json", incomplete / "run.json")
+    shutil.copy(bidirectional_run / TAGGING_FILE, incomplete / TAGGING_FILE)
     with pytest.raises(FileNotFoundError, match="adapter"):
         export_run(incomplete, tmp_path / "out", "peft")
     with pytest.raises(ValueError, match="unknown export format 'onnx'"):
@@ -284,7 +285,7 @@ def test_command_line(bidirectional_run, tmp_path, capsys):
     assert (out / "model.safetensors").exists()
     assert main(["--run", str(bidirectional_run), "--out", str(out), "--format", "merged"]) == 2
     assert "not empty" in capsys.readouterr().err
-    base = json.loads((bidirectional_run / "run.json").read_text())["model"]
+    base = json.loads((bidirectional_run / TAGGING_FILE).read_text())["settings"]["model"]
     assert main(["--run", str(bidirectional_run), "--out", str(out), "--format", "peft", "--model", base,
                  "--force"]) == 0
     assert (out / "adapter_model.safetensors").exists() and not (out / "model.safetensors").exists()

@@ -65,7 +65,7 @@ def own_run(tmp_path_factory, own_data, smollm2_dir) -> Path:
 
 
 def test_the_run_learns_and_keeps_the_data_labels(own_run):
-    info = json.loads((own_run / "run.json").read_text())
+    info = json.loads((own_run / "tagging.json").read_text())
     assert info["labels"] == LABELS
     best = [json.loads(line) for line in (own_run / "metrics.jsonl").read_text().splitlines()][-1]
     assert best["type"] == "eval" and set(best["per_type_f1"]) == {"gadget-2", "place"}
@@ -119,7 +119,7 @@ def test_a_labels_file_fixes_the_order_and_the_training_file_is_read_against_it(
     out = tmp_path / "run"
     train(TrainConfig(model=str(smollm2_dir), data=str(own_data), out=str(out), labels=str(tmp_path / "labels.txt"),
                       batch_size=8, batch_tokens=None, max_steps=2, subset_eval_every=None, train_eval_sentences=0))
-    assert json.loads((out / "run.json").read_text())["labels"] == order
+    assert json.loads((out / "tagging.json").read_text())["labels"] == order
     (tmp_path / "labels.txt").write_text("O\nB-place\nI-place\n")
     message = re.escape(str(own_data / "train.txt")) + r":\d+: tag B-gadget-2 is not in the run's label set"
     with pytest.raises(ConllFormatError, match=message):

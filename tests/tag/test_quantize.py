@@ -18,7 +18,6 @@ from tag.quantize import INT8_ON_CPU, Int8Linear, int8_is_fast, use_int8
 from tag.run import load_run
 from tests.conftest import exact_int_mm
 from tests.conll_data import needs_conll
-from train.evaluation import tag_and_score
 
 
 def test_int8_linear_is_exact_on_values_its_scales_represent_and_close_on_others():
@@ -109,8 +108,7 @@ def test_int8_tagger_tags_as_the_float32_one(trained_run, conll_slice, int8_anyw
     for int8 in (False, True):
         run = load_run(trained_run, device="cpu", int8=int8)
         assert run.int8 == int8
-        results[int8] = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device,
-                                      run.bf16)
+        results[int8] = run.tag(sentences)
     projections = [m for name, m in run.tagger.backbone.layers.named_modules() if name.endswith("_proj")]
     assert len(projections) == 7 * len(run.tagger.backbone.layers)
     assert all(type(m) is Int8Linear for m in projections)

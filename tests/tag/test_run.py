@@ -16,14 +16,14 @@ from data.conll import read_conll
 from data.labels import LabelSet
 from lora.inject import lora_modules
 from lora.io import WEIGHTS_NAME
+from predictor.run_dir import ADAPTER_DIR, FINETUNED_NAME, TAGGING_FILE, save_tuned
 from tag import evaluate as evaluate_cli
 from tag import predict as predict_cli
 from tag.run import load_run
 from tests.conll_data import needs_conll, records
 from train.build import build_tagger
 from train.config import TrainConfig
-from train.evaluation import tag_and_score
-from train.run_dir import ADAPTER_DIR, FINETUNED_NAME, RUN_FILE, save_tuned, write_run_info
+from train.run_dir import write_run_info
 
 
 @needs_conll
@@ -33,8 +33,7 @@ def test_merged_tagger_tags_as_the_one_with_separate_adapters(trained_run, conll
     for merge in (True, False):
         run = load_run(trained_run, device="cpu", merge=merge)
         assert all(m.merged == merge for _, m in lora_modules(run.tagger)) and not run.tagger.training
-        results[merge] = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device,
-                                       run.bf16)
+        results[merge] = run.tag(sentences)
     assert results[True].tags == results[False].tags
     assert results[True].loss == pytest.approx(results[False].loss, rel=1e-4)
     best = max(records(trained_run, "eval"), key=lambda r: r["valid_mean_f1"])["valid_f1"]
@@ -43,21 +42,18 @@ def test_merged_tagger_tags_as_the_one_with_separate_adapters(trained_run, conll
 
 @needs_conll
 def test_a_run_directory_that_is_not_one_is_a_clear_error(trained_run, tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"{tmp_path}/{RUN_FILE}: not a run directory"):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}/{TAGGING_FILE}: not a run directory"):
         load_run(tmp_path)
     copy = tmp_path / "copy"
     shutil.copytree(trained_run, copy)
     shutil.rmtree(copy / ADAPTER_DIR)
-    with pytest.raises(FileNotFoundError, match=f"{copy / ADAPTER_DIR}: missing; the run has not finished") as error:
+    with pytest.raises(FileNotFoundError, match=f"{copy / ADAPTER_DIR}: missing; the run has not finished"):
         load_run(copy)
-    assert "older llama-ner" not in str(error.value)
-    shutil.copytree(trained_run / ADAPTER_DIR, copy, dirs_exist_ok=True)  # the layout before adapter/ existed
-    with pytest.raises(FileNotFoundError, match=f"older llama-ner, .* into {ADAPTER_DIR}/"):
-        load_run(copy)
-    info = json.loads((copy / RUN_FILE).read_text())
-    info["config"]["packing"] = True  # a setting this version does not have
-    (copy / RUN_FILE).write_text(json.dumps(info))
-    with pytest.raises(ValueError, match=f"{copy / RUN_FILE}: not a run file of this version"):
+    shutil.copytree(trained_run / ADAPTER_DIR, copy / ADAPTER_DIR)
+    info = json.loads((copy / TAGGING_FILE).read_text())
+    info["settings"]["packing"] = True  # a setting this version does not have
+    (copy / TAGGING_FILE).write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=f"{copy / TAGGING_FILE}: not a tagging file of this version"):
         load_run(copy)
 
 
@@ -72,8 +68,8 @@ def tiny_runs(tmp_path_factory, tiny_model) -> dict[str, Path]:
     for finetune in ("lora", "full"):
         run_dir = tmp_path_factory.mktemp(finetune)
         config = TrainConfig(model=str(tiny_model), out=str(run_dir), finetune=finetune, device="cpu")
-        write_run_info(run_dir, config, list(LABELS), sources={})
-        save_tuned(build_tagger(config, len(LABELS), torch.device("cpu")), run_dir, config)
+        write_run_info(run_dir, config, LABELS, sources={})
+        save_tuned(build_tagger(config, len(LABELS), torch.device("cpu")), run_dir, finetune)
         runs[finetune] = run_dir
     return runs
 

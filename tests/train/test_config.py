@@ -22,7 +22,7 @@ def test_cli_flags_and_recipes():
     assert config.lr == 1e-3 and config.max_steps == 5 and not config.add_bos
     assert not parse_args([]).causal, "the default tagger is bidirectional"
     windows = parse_args(["--window", "document", "--stride", "100", "--compile"])
-    assert windows.window_settings()["document"] and windows.stride == 100 and windows.compile
+    assert windows.tagging().document and windows.stride == 100 and windows.compile
     with pytest.raises(ValueError, match="window must be"):
         parse_args(["--window", "paragraph"])
     with pytest.raises(ValueError, match="document windows already hold"):

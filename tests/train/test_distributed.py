@@ -28,8 +28,8 @@ from data.labels import LabelSet
 from model import load_tokenizer
 from tests.conll_data import needs_conll, slice_conll
 from train.config import TrainConfig, parse_args
-from train.distributed import launched_world, shard_frozen_base
-from train.evaluation import tag_and_score
+from predictor.predictor import Predictor
+from train.distributed import launched_world, shard_frozen_base, tag_on_ranks
 from train.loop import train
 from train.run_dir import CHECKPOINT_FILE, METRICS_FILE, read_run_info
 from train.step import forward_backward, micro_batches, update
@@ -94,7 +94,8 @@ def rank_main(rank: int, port: int, configs: dict[str, TrainConfig], results: Pa
             tagger = random_tagger(config)
             if fsdp:
                 shard_frozen_base(tagger, CPU, world)
-            result = tag_and_score(tagger, tokenizer, config, LABELS, sentences, CPU, bf16=False, world=world)
+            predictor = Predictor(tagger, tokenizer, LABELS, config.tagging(), CPU)
+            result = tag_on_ranks(predictor, sentences, predictor.windows(sentences), world)
             torch.save({"tags": result.tags, "f1": result.scores.f1, "loss": result.loss},
                        results / f"eval-fsdp{fsdp}-rank{rank}.pt")
 
@@ -224,7 +225,7 @@ def test_rank_0_alone_writes_the_log_once_per_step(two_rank_job):
 def test_distributed_evaluation_equals_one_process(two_rank_job, tiny_model, small_conll, fsdp):
     config = run_config(tiny_model, small_conll, two_rank_job["plain"])
     sentences = read_conll(small_conll / "valid.txt")
-    alone = tag_and_score(random_tagger(config), load_tokenizer(tiny_model), config, LABELS, sentences, CPU, bf16=False)
+    alone = Predictor(random_tagger(config), load_tokenizer(tiny_model), LABELS, config.tagging(), CPU).tag(sentences)
     assert 0 < alone.scores.f1 < 100 and len({t for s in alone.tags for t in s}) > 3, "a degenerate tagger"
     for rank in range(RANKS):
         shared = torch.load(two_rank_job["results"] / f"eval-fsdp{fsdp}-rank{rank}.pt", weights_only=False)

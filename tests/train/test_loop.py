@@ -22,7 +22,6 @@ from model import load_tokenizer
 from tag.run import load_run
 from tests.conll_data import needs_conll, records
 from train.config import TrainConfig
-from train.evaluation import tag_and_score
 from train.distributed import SINGLE_PROCESS
 from train.loop import Run, epoch_plan, read_training, set_up, train
 from train.run_dir import ADAPTER_DIR, CHECKPOINT_FILE
@@ -41,7 +40,7 @@ def test_short_real_run_lowers_the_loss_and_beats_all_o(trained_run, conll_slice
     assert max(e["valid_f1"] for e in evals) > 20.0
     # Each evaluation also scores the training sentences (all 240 here), which the tagger has seen: better.
     assert all(e["train_loss"] < e["valid_loss"] and e["train_f1"] > e["valid_f1"] for e in evals)
-    for name in ("run.json", f"{ADAPTER_DIR}/adapter.safetensors", f"{ADAPTER_DIR}/adapter_config.json",
+    for name in ("run.json", "tagging.json", f"{ADAPTER_DIR}/adapter.safetensors", f"{ADAPTER_DIR}/adapter_config.json",
                  CHECKPOINT_FILE, "curves.png"):
         assert (trained_run / name).exists(), name
 
@@ -106,12 +105,11 @@ def test_document_windows_train_and_evaluate_alike(tiny_model, conll_slice, tmp_
     assert "train_f1" not in best  # train_eval_sentences=0 switches the training-subset score off
     sentences = read_conll(conll_slice / "valid.txt")
     run = load_run(tmp_path / "run", merge=False)  # the adapters apart, as in training: the same rounding
-    examples = build_examples(sentences, load_tokenizer(tiny_model), 64, **config.window_settings(),
-                              labels=run.labels)
+    examples = build_examples(sentences, load_tokenizer(tiny_model), 64, stride=48, document=True, labels=run.labels)
     assert len(examples) < len(sentences) / 2  # windows span several sentences
     # The loss depends on the windows (a word's context), so an equal loss means equal windows.
-    assert run.config.window == "document"
-    result = tag_and_score(run.tagger, run.tokenizer, run.config, run.labels, sentences, run.device, bf16=False)
+    assert run.settings.document and not run.bf16
+    result = run.tag(sentences)
     assert result.loss == pytest.approx(best["valid_loss"], rel=1e-6)
     assert result.scores.f1 == best["valid_f1"]
 
@@ -138,20 +136,22 @@ def windows_of_sentences_alone(run: Run, train_file: Path) -> list[tuple[Example
     """The windows `--window both` adds after the document windows, each with its sentence, the document windows
     checked to come first and unchanged; a document of one sentence is already alone (tests/data)."""
     sentences = read_conll(train_file)[: run.config.limit]
-    documents = build_examples(sentences, run.tokenizer, run.config.max_len, **run.config.window_settings(),
-                               labels=run.labels)
-    assert [e.input_ids for e in run.train_examples[: len(documents)]] == [e.input_ids for e in documents]
+    predictor, config = run.predictor, run.config
+    documents = build_examples(sentences, predictor.tokenizer, config.max_len, add_bos=config.add_bos,
+                               stride=config.stride, document=True, labels=predictor.labels)
+    assert [e.input_ids for e in run.fitting.examples[: len(documents)]] == [e.input_ids for e in documents]
     longer = [sentences[s] for a, b in document_spans(sentences) if b - a > 1 for s in range(a, b)]
-    taken = run.train_examples[len(documents):]
+    taken = run.fitting.examples[len(documents):]
     assert longer and len(taken) == len(longer)
     return list(zip(taken, longer))
 
 
 def assert_window_holds(run: Run, example: Example, words: list[str], tags: list[str]) -> None:
     """BOS and the words' own tokens, every word labelled with its tag."""
-    tokens = [t for word in words for t in run.tokenizer.encode(" " + word, bos=False)]
-    assert example.input_ids == [run.tokenizer.bos_id, *tokens]
-    assert [run.labels.labels[example.labels[p]] for p in example.positions] == tags
+    tokenizer, labels = run.predictor.tokenizer, run.predictor.labels
+    tokens = [t for word in words for t in tokenizer.encode(" " + word, bos=False)]
+    assert example.input_ids == [tokenizer.bos_id, *tokens]
+    assert [labels.labels[example.labels[p]] for p in example.positions] == tags
 
 
 @needs_conll
@@ -165,7 +165,7 @@ def test_the_default_window_trains_each_sentence_in_its_document_and_alone(tiny_
     for example, sentence in windows_of_sentences_alone(run, conll_slice / "train.txt"):
         assert_window_holds(run, example, sentence.words, sentence.tags)
     plan = run.epoch_plan(0)
-    assert all(len(b) * max(len(run.train_examples[i].input_ids) for i in b) <= 512 for b in plan)
+    assert all(len(b) * max(len(run.fitting.examples[i].input_ids) for i in b) <= 512 for b in plan)
 
 
 @needs_conll
@@ -198,7 +198,7 @@ def test_a_fraction_of_an_epoch_sizes_the_schedule_and_ends_the_run(tiny_model, 
     half = TrainConfig(out=str(tmp_path / "half"), epochs=0.5, **settings)
     run = set_up(half, SINGLE_PROCESS, torch.device("cpu"))
     epoch = len(run.epoch_plan(0))
-    assert epoch > 4 and run.scheduler.total_steps == math.ceil(epoch / 2)
+    assert epoch > 4 and run.fitting.scheduler.total_steps == math.ceil(epoch / 2)
     train(half)
     steps = [r["step"] for r in records(tmp_path / "half", "train")]
     evaluations = [r["step"] for r in records(tmp_path / "half", "eval")]
