@@ -7,7 +7,6 @@ loop.py         set up, step, evaluate and keep the best, checkpoint
 step.py         one optimizer step: forward/backward over micro-batches, clip, AdamW, schedule
 evaluation.py   the evaluation pass: windows -> scores per word -> tags -> conlleval F1 (shared with tag/)
 optim.py        AdamW, written out      schedule.py  warmup + cosine
-average.py      a moving average of the trained weights, evaluated and kept with --average-decay
 checkpoint.py   resumable state         run_dir.py   the files of a run directory
 distributed.py  torchrun: ranks, gradient sums, FSDP of the frozen base
 curves.py       loss and F1 curves of a run (matplotlib)

@@ -51,9 +51,6 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     min_lr_ratio: float = 0.1
     clip_grad_norm: float = 1.0
-    # Evaluate and keep an exponential moving average of the trained weights with this decay (train/average.py);
-    # None: the last step's weights. The final evaluation then scores the last weights too ("eval_last" record).
-    average_decay: float | None = None
     # Passes over the training windows; a fraction trains the first part of the shuffled epoch, rounded up to a
     # whole step. 0.55 of an epoch of `both` windows meets each sentence about 1.1 times instead of twice: about an
     # hour on a 2-core AVX2 CPU instead of 1 h 50 min, for about 0.8 F1 less in each view (two seeds,
@@ -147,7 +144,6 @@ class TrainConfig:
             ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
             ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
             ("clip_grad_norm", self.clip_grad_norm > 0, "positive"),
-            ("average_decay", self.average_decay is None or 0 < self.average_decay < 1, "in (0, 1)"),
             ("epochs", self.epochs > 0, "positive"),
             ("max_steps", self.max_steps is None or self.max_steps >= 1, "at least 1"),
             ("batch_tokens", self.batch_tokens is None or self.batch_tokens >= self.max_len, f"at least {window}"),
@@ -239,7 +235,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             if field.name in ("data", "max_steps", "limit", "eval_every", "subset_eval_every", "patience", "stride",
                               "batch_tokens"):
                 kind = int if field.name != "data" else str
-            if field.name in ("average_decay", "bare_fraction"):
+            if field.name == "bare_fraction":
                 kind = float
             parser.add_argument(option, type=kind, default=None, help=f"default: {default}")
     args = vars(parser.parse_args(argv))

@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,6 @@ from lora.inject import count_parameters
 from model import load_tokenizer
 from model.tagger import Tagger
 from model.tokenizer import Tokenizer
-from train.average import WeightAverage
 from train.build import build_tagger
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from train.config import TrainConfig
@@ -92,7 +91,6 @@ class Run:
     tagger: Tagger
     optimizer: AdamW
     scheduler: WarmupCosine
-    average: WeightAverage | None  # with --average-decay: what evaluations score and the run keeps
     train_examples: list[Example]
     batch_size: int  # this rank's windows per step
     batch_tokens: int | None  # or this rank's padded tokens per step
@@ -108,10 +106,6 @@ class Run:
     @property
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.tagger.parameters() if p.requires_grad]
-
-    def evaluated_weights(self) -> AbstractContextManager[None]:
-        """The weights evaluations score and keep: the average when there is one, else the last step's."""
-        return self.average.swapped_in() if self.average is not None else nullcontext()
 
 
 def epoch_plan(examples: list[Example], batch_size: int, batch_tokens: int | None, seed: int, epoch: int,
@@ -180,9 +174,8 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch - 1e-9)
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
-    average = WeightAverage(trainable, config.average_decay) if config.average_decay is not None else None
     return Run(config, world, device, use_bf16(config.precision, device), run_dir, sources, resume, labels, tokenizer,
-               tagger, optimizer, scheduler, average, train_examples, batch_size, batch_tokens,
+               tagger, optimizer, scheduler, train_examples, batch_size, batch_tokens,
                valid=scored_views(valid_sentences),
                seen=scored(seen), valid_subset=scored_views(valid_sentences[:subset]),
                seen_subset=scored(seen[:subset]))
@@ -213,7 +206,7 @@ def start_or_resume(run: Run) -> Progress:
             write_run_info(run.run_dir, run.config, list(run.labels), run.sources)
         return Progress()
     saved = load_checkpoint(run.run_dir / CHECKPOINT_FILE, run.tagger, run.optimizer, run.scheduler,
-                            run.world.rank, run.world.world_size, run.average)
+                            run.world.rank, run.world.world_size)
     progress = Progress(**saved)
     if run.world.is_main:
         truncate_log(run.run_dir, progress.step)
@@ -242,8 +235,6 @@ def train_process(
                        for part in micro_batches(batch, config.grad_accum)]
             loss, tokens = forward_backward(run.tagger, batches, device, run.bf16, world)
             grad_norm, lr = update(run.trainable, run.optimizer, run.scheduler, config.clip_grad_norm)
-            if run.average is not None:
-                run.average.update()
             progress.step, progress.batch = progress.step + 1, progress.batch + 1
             tokens_per_s = rate.add(tokens)
             bar.update(1)
@@ -278,22 +269,17 @@ def evaluate_when_due(run: Run, progress: Progress, end_of_epoch: bool, total_st
     done = progress.step >= total_steps
     full_due = done or (progress.step % config.eval_every == 0 if config.eval_every else end_of_epoch)
     if full_due:
-        with run.evaluated_weights():
-            record = evaluate(run, progress, run.valid, run.seen, "eval")
-            stop = keep_if_best(run, progress, record)
-        if done and run.average is not None:  # what the average gained over the last weights, in every such run
-            evaluate(run, progress, run.valid, run.seen, "eval_last")
+        record = evaluate(run, progress, run.valid, run.seen, "eval")
+        stop = keep_if_best(run, progress, record)
         progress.finished = done or stop
     elif config.subset_eval_every and progress.step % config.subset_eval_every == 0:
-        with run.evaluated_weights():
-            evaluate(run, progress, run.valid_subset, run.seen_subset, "subset_eval")
+        evaluate(run, progress, run.valid_subset, run.seen_subset, "subset_eval")
     return full_due
 
 
 def evaluate(run: Run, progress: Progress, valid: dict[str, Scored], seen: Scored, kind: str) -> dict[str, Any]:
-    """Score every view of `valid`, and `seen`; log the record (kind "eval", "subset_eval" or "eval_last": the last
-    weights of a run that keeps their average), redraw the curves; return it. `valid_*` keys without a view name
-    are the documents view's."""
+    """Score every view of `valid`, and `seen`; log the record (kind "eval" or "subset_eval"), redraw the curves;
+    return it. `valid_*` keys without a view name are the documents view's."""
     started = time.perf_counter()
 
     def score(scored: Scored, name: str) -> Evaluation:
@@ -322,7 +308,7 @@ def evaluate(run: Run, progress: Progress, valid: dict[str, Scored], seen: Score
         log_record(run.run_dir, record)
         plot_run(run.run_dir)
         on_train = f", train F1 {record['train_f1']:.2f}" if on_seen is not None else ""
-        what = {"eval": "valid", "eval_last": "valid, last weights"}.get(kind, f"valid[:{record['valid_sentences']}]")
+        what = "valid" if kind == "eval" else f"valid[:{record['valid_sentences']}]"
         tqdm.write(f"step {progress.step}: {what} F1 {three_scores(record)}, loss {record['valid_loss']:.4f}"
                    f"{on_train}")
     return record
@@ -352,7 +338,7 @@ def checkpoint(run: Run, progress: Progress) -> None:
     rng_states = gather_objects(rng_state(), run.world)
     if run.world.is_main:
         save_checkpoint(run.run_dir / CHECKPOINT_FILE, run.tagger, run.optimizer, run.scheduler,
-                        dataclasses.asdict(progress), rng_states, run.average)
+                        dataclasses.asdict(progress), rng_states)
 
 
 class TokenRate:

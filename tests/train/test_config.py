@@ -82,7 +82,6 @@ OUT_OF_RANGE = [
     (["--warmup-ratio", "1"], "--warmup-ratio must be in [0, 1), got 1.0"),  # no step left after the warmup
     (["--min-lr-ratio", "1.5"], "--min-lr-ratio must be in [0, 1], got 1.5"),
     (["--clip-grad-norm", "0"], "--clip-grad-norm must be positive, got 0.0"),  # 0 would zero every gradient
-    (["--average-decay", "1"], "--average-decay must be in (0, 1), got 1.0"),
     (["--epochs", "inf"], "--epochs must be a finite number, got inf"),
     (["--max-steps", "0"], "--max-steps must be at least 1, got 0"),  # 0 meant: as many as the epochs take
     (["--batch-tokens", "255"], "--batch-tokens must be at least one window (--max-len 256), got 255"),
