@@ -74,9 +74,6 @@ class TrainConfig:
     max_len: int = 256  # tokens per window; longer documents (or sentences) are split into overlapping windows
     stride: int | None = 192  # tokens between the starts of overlapping windows; None: half a window
     context: int = 0  # document-context tokens on each side of a sentence (FLERT); 0 = sentence only
-    # With document windows: the share of training documents (drawn once, by seed) whose sentences are trained
-    # alone instead, one window each, so that the tagger also learns short texts that come without context.
-    alone_fraction: float = 0.0
     # With --window both: the share of the sentences trained alone (drawn once, by seed) that are trained without
     # their final punctuation, as headlines, chat messages and short texts typed without a full stop come (a
     # two-word name without one was missed otherwise, docs/results.md). None: 0.5 with --window both, else 0.
@@ -118,8 +115,6 @@ class TrainConfig:
             raise ValueError("--fsdp shards the frozen base; --finetune full has none (train on one device)")
         if self.bare_fraction and self.window != "both":
             raise ValueError("--bare-fraction strips the sentences that --window both trains alone; use --window both")
-        if self.alone_fraction and self.window != "document":
-            raise ValueError("--alone-fraction mixes sentence windows into document windows; use --window document")
         if self.window != "sentence" and self.context:
             raise ValueError("--context adds neighbours to sentence windows; document windows already hold them")
         unknown = set(self.lora_targets) - set(LLAMA_TARGETS)
@@ -155,7 +150,6 @@ class TrainConfig:
             ("stride", self.stride is None or 1 <= self.stride <= budget,
              f"in [1, {budget}] (the tokens of a window besides BOS)"),
             ("context", self.context >= 0, "at least 0"),
-            ("alone_fraction", 0 <= self.alone_fraction <= 1, "in [0, 1]"),
             ("bare_fraction", self.bare_fraction is None or 0 <= self.bare_fraction <= 1, "in [0, 1]"),
             ("eval_every", self.eval_every is None or self.eval_every >= 1, "at least 1"),
             ("subset_eval_every", self.subset_eval_every is None or self.subset_eval_every >= 0,

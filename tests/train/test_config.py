@@ -38,9 +38,9 @@ def test_cli_flags_and_recipes():
 
 def test_data_settings():
     config = parse_args(["--scheme", "bioes", "--labels", "labels.txt", "--window", "document",
-                         "--alone-fraction", "0.5", "--batch-tokens", "512"])
-    settings = (config.scheme, config.labels, config.alone_fraction, config.batch_tokens)
-    assert settings == ("bioes", "labels.txt", 0.5, 512)
+                         "--batch-tokens", "512"])
+    settings = (config.scheme, config.labels, config.window, config.batch_tokens)
+    assert settings == ("bioes", "labels.txt", "document", 512)
     assert parse_args([]).scheme == "auto" and parse_args([]).labels is None
     wnut = parse_args(["--recipe", "wnut17"])
     assert wnut.window == "sentence" and wnut.batch_size == 16 and wnut.batch_tokens is None
@@ -55,8 +55,6 @@ def test_data_settings():
                            (["--epochs", "0"], "epochs must be positive"),
                            (["--bare-fraction", "-0.1"], r"--bare-fraction must be in \[0, 1\]"),
                            (["--window", "document", "--bare-fraction", "0.5"], "use --window both"),
-                           (["--alone-fraction", "1.5"], r"--alone-fraction must be in \[0, 1\]"),
-                           (["--window", "sentence", "--alone-fraction", "0.5"], "use --window document"),
                            (["--batch-tokens", "100"], r"--batch-tokens must be at least one window \(--max-len 256")]:
         with pytest.raises(ValueError, match=message):
             parse_args(flags)
@@ -94,7 +92,6 @@ OUT_OF_RANGE = [
     (["--stride", "0"], "--stride must be in [1, 255] (the tokens of a window besides BOS), got 0"),
     (["--stride", "256"], "--stride must be in [1, 255] (the tokens of a window besides BOS), got 256"),
     (["--window", "sentence", "--context", "-1"], "--context must be at least 0, got -1"),
-    (["--window", "document", "--alone-fraction", "-0.5"], "--alone-fraction must be in [0, 1], got -0.5"),
     (["--bare-fraction", "2"], "--bare-fraction must be in [0, 1], got 2.0"),
     (["--eval-every", "0"], "--eval-every must be at least 1, got 0"),  # 0 meant: once per epoch
     (["--subset-eval-every", "-1"], "--subset-eval-every must be at least 0 (0: never), got -1"),
