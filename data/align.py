@@ -23,16 +23,13 @@ space): it keeps the subtokens that fit, from its first. Its first subtoken carr
 and the ones nearest it say most about it; splitting it into several words would give one word
 several labels, and refusing it would leave the whole call, every other text in it, untagged.
 
-Document context (FLERT, Schweter & Akbik 2020, arXiv:2011.06993). With `context > 0`, up to
-`context` tokens of the neighbouring sentences of the same document are added on each side
-(nearest words first, whole words only, within the window); they carry no labels.
-
-Document windows (`document=True`). FLERT's context makes every sentence pay for its neighbours
-again: with 64 tokens a side, a 23-token CoNLL sentence becomes a 151-token window. Instead, the
-whole document is treated like one long sentence: its word stream is cut into chunks of `stride`
-tokens, each chunk grown into a full window, and each word labelled in the one window where it
-has most context. Every sentence then sees its neighbours, and a token is computed about
-`max_len / stride` times instead of once per window it appears in.
+Document windows (`document=True`). The whole document is treated like one long sentence: its
+word stream is cut into chunks of `stride` tokens, each chunk grown into a full window, and each
+word labelled in the one window where it has most context. Every sentence then sees its
+neighbours, and a token is computed about `max_len / stride` times. They replace FLERT's context
+(Schweter & Akbik 2020), which reads a sentence's neighbours again in the window of every sentence
+and so costs several times the training for what document windows give
+(docs/results.md#the-first-recipe-document-windows).
 """
 
 import unicodedata
@@ -63,7 +60,6 @@ def build_examples(
     max_len: int,
     *,
     add_bos: bool = True,
-    context: int = 0,
     stride: int | None = None,
     document: bool = False,
     labels: LabelSet | None = None,
@@ -71,10 +67,9 @@ def build_examples(
     """Turn sentences into Examples; sentence indices in Example.words index `sentences`.
 
     Sentences with tags=None (inference) get IGNORE_INDEX labels but the same positions.
-    `context`: document-context tokens per side (0 = off). `stride`: chunk size in tokens for
-    sentences longer than the window (default half the window), or for whole documents when
-    `document` is set (windows over documents; `context` must then be 0). `labels` gives the label ids of
-    tagged sentences; it may be None only when no sentence has tags.
+    `stride`: chunk size in tokens for sentences longer than the window (default half the window),
+    or for whole documents when `document` is set (windows over documents). `labels` gives the label ids
+    of tagged sentences; it may be None only when no sentence has tags.
     """
     budget = max_len - int(add_bos)  # tokens available for words in one window
     if budget < 1:
@@ -82,10 +77,6 @@ def build_examples(
     stride = budget // 2 if stride is None else stride
     if not 1 <= stride <= budget:
         raise ValueError(f"stride must be in [1, {budget}], got {stride}")
-    if context < 0:
-        raise ValueError(f"context must be >= 0, got {context}")
-    if document and context:
-        raise ValueError("document windows already hold the whole document around a sentence; use context=0")
     label_ids = _label_ids(sentences, labels)
 
     bos_id = tokenizer.bos_id if add_bos else None
@@ -111,11 +102,7 @@ def build_examples(
             bounds = [0, *accumulate(len(sentences[s].words) for s in range(start, end))]
             spans = list(zip(bounds, bounds[1:]))
         for first, stop in spans:  # stream indices of the span's words
-            lo, hi = (0, len(stream)) if context else (first, stop)  # where context may come from
-            windows = [
-                _grow(sizes, a, b, lo, hi, first, stop, budget, context)
-                for a, b in _chunks(sizes, first, stop, budget, stride)
-            ]
+            windows = [_grow(sizes, a, b, first, stop, budget) for a, b in _chunks(sizes, first, stop, budget, stride)]
             for (left, right), predicted in zip(windows, _predicted_words(offsets, first, stop, windows)):
                 if predicted:
                     examples.append(_example(stream, left, right, predicted, sentences, bos_id, label_ids))
@@ -147,26 +134,17 @@ def _chunks(sizes: list[int], first: int, stop: int, budget: int, stride: int) -
     return chunks
 
 
-def _grow(
-    sizes: list[int], a: int, b: int, lo: int, hi: int, sent_lo: int, sent_hi: int, budget: int, context: int
-) -> tuple[int, int]:
-    """Extend the word range [a, b) one word at a time on alternating sides, staying within [lo, hi)
-    and `budget` tokens; words outside the sentence [sent_lo, sent_hi) also spend the side's `context`."""
+def _grow(sizes: list[int], a: int, b: int, first: int, stop: int, budget: int) -> tuple[int, int]:
+    """Extend the word range [a, b) one word at a time on alternating sides, staying within the span
+    [first, stop) and `budget` tokens."""
     left, right, used = a, b, sum(sizes[a:b])
-    left_context = right_context = context
     grew = True
     while grew:
         grew = False
-        if left > lo:
-            n, outside = sizes[left - 1], left - 1 < sent_lo
-            if used + n <= budget and (not outside or n <= left_context):
-                left, used, grew = left - 1, used + n, True
-                left_context -= n if outside else 0
-        if right < hi:
-            n, outside = sizes[right], right >= sent_hi
-            if used + n <= budget and (not outside or n <= right_context):
-                right, used, grew = right + 1, used + n, True
-                right_context -= n if outside else 0
+        if left > first and used + sizes[left - 1] <= budget:
+            left, used, grew = left - 1, used + sizes[left - 1], True
+        if right < stop and used + sizes[right] <= budget:
+            right, used, grew = right + 1, used + sizes[right], True
     return left, right
 
 

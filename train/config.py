@@ -65,7 +65,7 @@ class TrainConfig:
     grad_accum: int = 1
     limit: int | None = None  # use only the first N training sentences
     seed: int = 0
-    # Windows and context
+    # Windows
     # document: windows over whole documents (data/align.py); sentence: one window per sentence; both: every epoch
     # holds both, the document windows and every sentence alone, so that the tagger learns text with its document
     # around it and text that comes alone (docs/results.md: sentence windows alone take 878 steps to tag sentences
@@ -73,7 +73,6 @@ class TrainConfig:
     window: str = "both"
     max_len: int = 256  # tokens per window; longer documents (or sentences) are split into overlapping windows
     stride: int | None = 192  # tokens between the starts of overlapping windows; None: half a window
-    context: int = 0  # document-context tokens on each side of a sentence (FLERT); 0 = sentence only
     # With --window both: the share of the sentences trained alone (drawn once, by seed) that are trained without
     # their final punctuation, as headlines, chat messages and short texts typed without a full stop come (a
     # two-word name without one was missed otherwise, docs/results.md). None: 0.5 with --window both, else 0.
@@ -115,8 +114,6 @@ class TrainConfig:
             raise ValueError("--fsdp shards the frozen base; --finetune full has none (train on one device)")
         if self.bare_fraction and self.window != "both":
             raise ValueError("--bare-fraction strips the sentences that --window both trains alone; use --window both")
-        if self.window != "sentence" and self.context:
-            raise ValueError("--context adds neighbours to sentence windows; document windows already hold them")
         unknown = set(self.lora_targets) - set(LLAMA_TARGETS)
         if unknown:
             raise ValueError(f"unknown LoRA targets {sorted(unknown)}; choose from {list(LLAMA_TARGETS)}")
@@ -149,7 +146,6 @@ class TrainConfig:
             ("max_len", budget >= 1, f"at least {1 + int(self.add_bos)} (a token besides BOS)"),
             ("stride", self.stride is None or 1 <= self.stride <= budget,
              f"in [1, {budget}] (the tokens of a window besides BOS)"),
-            ("context", self.context >= 0, "at least 0"),
             ("bare_fraction", self.bare_fraction is None or 0 <= self.bare_fraction <= 1, "in [0, 1]"),
             ("eval_every", self.eval_every is None or self.eval_every >= 1, "at least 1"),
             ("subset_eval_every", self.subset_eval_every is None or self.subset_eval_every >= 0,
@@ -173,7 +169,7 @@ class TrainConfig:
 
     def window_settings(self) -> dict[str, Any]:
         """How sentences become windows: keyword arguments of data.align.build_examples besides max_len."""
-        return dict(add_bos=self.add_bos, context=self.context, stride=self.stride, document=self.window != "sentence")
+        return dict(add_bos=self.add_bos, stride=self.stride, document=self.window != "sentence")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

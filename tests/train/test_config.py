@@ -25,8 +25,6 @@ def test_cli_flags_and_recipes():
     assert windows.window_settings()["document"] and windows.stride == 100 and windows.compile
     with pytest.raises(ValueError, match="window must be"):
         parse_args(["--window", "paragraph"])
-    with pytest.raises(ValueError, match="document windows already hold"):
-        parse_args(["--window", "document", "--context", "32"])
     recipe = parse_args(["--recipe", "llama-3.2-1b", "--epochs", "1"])
     assert recipe.model == "weights/llama-3.2-1b" and recipe.epochs == 1 and recipe.lr == 2e-4
     with pytest.raises(ValueError, match="unknown LoRA targets"):
@@ -91,7 +89,6 @@ OUT_OF_RANGE = [
     (["--max-len", "1"], "--max-len must be at least 2 (a token besides BOS), got 1"),
     (["--stride", "0"], "--stride must be in [1, 255] (the tokens of a window besides BOS), got 0"),
     (["--stride", "256"], "--stride must be in [1, 255] (the tokens of a window besides BOS), got 256"),
-    (["--window", "sentence", "--context", "-1"], "--context must be at least 0, got -1"),
     (["--bare-fraction", "2"], "--bare-fraction must be in [0, 1], got 2.0"),
     (["--eval-every", "0"], "--eval-every must be at least 1, got 0"),  # 0 meant: once per epoch
     (["--subset-eval-every", "-1"], "--subset-eval-every must be at least 0 (0: never), got -1"),
