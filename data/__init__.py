@@ -3,7 +3,7 @@ Tokenizer interface (imports model, no other room).
 
 labels.py   the label set (IOB2) and IOB1 -> IOB2
 conll.py    read / write CoNLL column files -> Sentence
-align.py    Sentence -> Example (subword windows, document context) and predictions back to words
+align.py    Sentence -> Example (subword windows over documents or sentences) and predictions back to words
 batching.py Example -> Batch (length buckets, seeded, sharded)
 decode.py   label scores per word -> tags (Viterbi under IOB2 constraints, or argmax)
 metrics.py  entity chunks and precision / recall / F1 as conlleval counts them

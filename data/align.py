@@ -23,22 +23,21 @@ space): it keeps the subtokens that fit, from its first. Its first subtoken carr
 and the ones nearest it say most about it; splitting it into several words would give one word
 several labels, and refusing it would leave the whole call, every other text in it, untagged.
 
-Document context (FLERT, Schweter & Akbik 2020, arXiv:2011.06993). With `context > 0`, up to
-`context` tokens of the neighbouring sentences of the same document are added on each side
-(nearest words first, whole words only, within the window); they carry no labels.
-
-Document windows (`document=True`). FLERT's context makes every sentence pay for its neighbours
-again: with 64 tokens a side, a 23-token CoNLL sentence becomes a 151-token window. Instead, the
-whole document is treated like one long sentence: its word stream is cut into chunks of `stride`
-tokens, each chunk grown into a full window, and each word labelled in the one window where it
-has most context. Every sentence then sees its neighbours, and a token is computed about
-`max_len / stride` times instead of once per window it appears in.
+Document windows (`document=True`). The whole document is treated like one long sentence: its
+word stream is cut into chunks of `stride` tokens, each chunk grown into a full window, and each
+word labelled in the one window where it has most context. Every sentence then sees its
+neighbours, and a token is computed about `max_len / stride` times. They replace FLERT's context
+(Schweter & Akbik 2020), which reads a sentence's neighbours again in the window of every sentence
+and so costs several times the training for what document windows give
+(docs/results.md#the-first-recipe-document-windows).
 """
 
+from __future__ import annotations
+
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import TypeVar
 
 from data.conll import Sentence, document_spans
@@ -57,13 +56,24 @@ class Example:
     words: list[tuple[int, int]]  # (sentence index, word index) predicted at each entry of positions
 
 
+@dataclass(frozen=True)
+class Window:
+    """The words [left, right) of a document's word stream in one window, labelling the words `predicted`."""
+
+    left: int
+    right: int
+    predicted: list[int]  # stream indices, ascending
+
+    def shifted(self, by: int) -> Window:
+        return Window(self.left + by, self.right + by, [i + by for i in self.predicted])
+
+
 def build_examples(
     sentences: Sequence[Sentence],
     tokenizer: Tokenizer,
     max_len: int,
     *,
     add_bos: bool = True,
-    context: int = 0,
     stride: int | None = None,
     document: bool = False,
     labels: LabelSet | None = None,
@@ -71,10 +81,9 @@ def build_examples(
     """Turn sentences into Examples; sentence indices in Example.words index `sentences`.
 
     Sentences with tags=None (inference) get IGNORE_INDEX labels but the same positions.
-    `context`: document-context tokens per side (0 = off). `stride`: chunk size in tokens for
-    sentences longer than the window (default half the window), or for whole documents when
-    `document` is set (windows over documents; `context` must then be 0). `labels` gives the label ids of
-    tagged sentences; it may be None only when no sentence has tags.
+    `document`: windows over whole documents (`document_windows`), else over each sentence on its own
+    (`sentence_windows`). `stride`: chunk size in tokens (default half the window). `labels` gives the
+    label ids of tagged sentences; it may be None only when no sentence has tags.
     """
     budget = max_len - int(add_bos)  # tokens available for words in one window
     if budget < 1:
@@ -82,13 +91,41 @@ def build_examples(
     stride = budget // 2 if stride is None else stride
     if not 1 <= stride <= budget:
         raise ValueError(f"stride must be in [1, {budget}], got {stride}")
-    if context < 0:
-        raise ValueError(f"context must be >= 0, got {context}")
-    if document and context:
-        raise ValueError("document windows already hold the whole document around a sentence; use context=0")
     label_ids = _label_ids(sentences, labels)
+    encode = _word_encoder(tokenizer, budget)
+    bos = [tokenizer.bos_id] if add_bos else []
+    examples: list[Example] = []
+    for start, end in document_spans(sentences):
+        stream = [(s, w, encode(word)) for s in range(start, end) for w, word in enumerate(sentences[s].words)]
+        sizes = [len(ids) for _, _, ids in stream]
+        if document:
+            windows = document_windows(sizes, budget, stride)
+        else:
+            windows = sentence_windows(sizes, [len(sentences[s].words) for s in range(start, end)], budget, stride)
+        examples += [_example(stream, window, bos, sentences, label_ids) for window in windows]
+    return examples
 
-    bos_id = tokenizer.bos_id if add_bos else None
+
+def document_windows(sizes: list[int], budget: int, stride: int) -> list[Window]:
+    """The windows over one document's words (`sizes`: tokens per word) read as one running text: chunks of about
+    `stride` tokens, each grown to at most `budget` tokens with the words around it, each word predicted in the
+    window where it has most context. A window that predicts no word is left out."""
+    grown = [_grow(sizes, a, b, budget) for a, b in _chunks(sizes, budget, stride)]
+    return [Window(left, right, predicted)
+            for (left, right), predicted in zip(grown, _predicted_words(sizes, grown)) if predicted]
+
+
+def sentence_windows(sizes: list[int], lengths: list[int], budget: int, stride: int) -> list[Window]:
+    """The windows over one document's sentences (`lengths`: words per sentence), each sentence cut on its own as
+    if it were a document: no window holds words of two sentences."""
+    windows: list[Window] = []
+    for first, stop in pairwise([0, *accumulate(lengths)]):
+        windows += [window.shifted(first) for window in document_windows(sizes[first:stop], budget, stride)]
+    return windows
+
+
+def _word_encoder(tokenizer: Tokenizer, budget: int) -> Callable[[str], list[int]]:
+    """A word's tokens as they read in running text, from its composed form (NFC), encoded once per distinct word."""
     cache: dict[str, list[int]] = {}
 
     def encode(word: str) -> list[int]:
@@ -99,27 +136,7 @@ def build_examples(
             cache[word] = ids[:budget]  # a word longer than a window keeps what fits (module docstring)
         return cache[word]
 
-    examples: list[Example] = []
-    for start, end in document_spans(sentences):
-        stream = [(s, w, encode(word)) for s in range(start, end) for w, word in enumerate(sentences[s].words)]
-        sizes = [len(ids) for _, _, ids in stream]
-        offsets = [0, *accumulate(sizes)]  # offsets[i]: tokens before word i of the stream
-        # Spans cut into windows: each sentence of the document, or the document as a whole.
-        if document:
-            spans = [(0, len(stream))]
-        else:
-            bounds = [0, *accumulate(len(sentences[s].words) for s in range(start, end))]
-            spans = list(zip(bounds, bounds[1:]))
-        for first, stop in spans:  # stream indices of the span's words
-            lo, hi = (0, len(stream)) if context else (first, stop)  # where context may come from
-            windows = [
-                _grow(sizes, a, b, lo, hi, first, stop, budget, context)
-                for a, b in _chunks(sizes, first, stop, budget, stride)
-            ]
-            for (left, right), predicted in zip(windows, _predicted_words(offsets, first, stop, windows)):
-                if predicted:
-                    examples.append(_example(stream, left, right, predicted, sentences, bos_id, label_ids))
-    return examples
+    return encode
 
 
 def _label_ids(sentences: Sequence[Sentence], labels: LabelSet | None) -> dict[str, int]:
@@ -133,72 +150,64 @@ def _label_ids(sentences: Sequence[Sentence], labels: LabelSet | None) -> dict[s
     return label_ids
 
 
-def _chunks(sizes: list[int], first: int, stop: int, budget: int, stride: int) -> list[tuple[int, int]]:
-    """Cut words [first, stop) (one sentence; sizes in tokens) into chunks, one window centred on each."""
-    if sum(sizes[first:stop]) <= budget:
-        return [(first, stop)] if stop > first else []
-    chunks, a, size = [], first, 0
-    for i in range(first, stop):
-        if i > a and size + sizes[i] > stride:
+def _chunks(sizes: list[int], budget: int, stride: int) -> list[tuple[int, int]]:
+    """Cut the words (sizes in tokens) into chunks of about `stride` tokens, one window centred on each; words that
+    fit one window are one chunk."""
+    if sum(sizes) <= budget:
+        return [(0, len(sizes))] if sizes else []
+    chunks, a, size = [], 0, 0
+    for i, n in enumerate(sizes):
+        if i > a and size + n > stride:
             chunks.append((a, i))
             a, size = i, 0
-        size += sizes[i]
-    chunks.append((a, stop))
+        size += n
+    chunks.append((a, len(sizes)))
     return chunks
 
 
-def _grow(
-    sizes: list[int], a: int, b: int, lo: int, hi: int, sent_lo: int, sent_hi: int, budget: int, context: int
-) -> tuple[int, int]:
-    """Extend the word range [a, b) one word at a time on alternating sides, staying within [lo, hi)
-    and `budget` tokens; words outside the sentence [sent_lo, sent_hi) also spend the side's `context`."""
+def _grow(sizes: list[int], a: int, b: int, budget: int) -> tuple[int, int]:
+    """Extend the word range [a, b) one word at a time on alternating sides, within the words and `budget`
+    tokens."""
     left, right, used = a, b, sum(sizes[a:b])
-    left_context = right_context = context
     grew = True
     while grew:
         grew = False
-        if left > lo:
-            n, outside = sizes[left - 1], left - 1 < sent_lo
-            if used + n <= budget and (not outside or n <= left_context):
-                left, used, grew = left - 1, used + n, True
-                left_context -= n if outside else 0
-        if right < hi:
-            n, outside = sizes[right], right >= sent_hi
-            if used + n <= budget and (not outside or n <= right_context):
-                right, used, grew = right + 1, used + n, True
-                right_context -= n if outside else 0
+        if left > 0 and used + sizes[left - 1] <= budget:
+            left, used, grew = left - 1, used + sizes[left - 1], True
+        if right < len(sizes) and used + sizes[right] <= budget:
+            right, used, grew = right + 1, used + sizes[right], True
     return left, right
 
 
-def _predicted_words(offsets: list[int], first: int, stop: int, windows: list[tuple[int, int]]) -> list[list[int]]:
-    """For each window, the words of [first, stop) it predicts: each word in the window where it has most context,
-    min(tokens before it, tokens after it) within the window, the earliest on ties. Each window visits only its own
-    words, so the work is the windows' total length, about max_len / stride visits per word, however long the
-    document: not one visit of every window per word."""
-    best, owner = [-1] * (stop - first), [-1] * (stop - first)
+def _predicted_words(sizes: list[int], windows: list[tuple[int, int]]) -> list[list[int]]:
+    """For each window, the words it predicts: each word in the window where it has most context, min(tokens
+    before it, tokens after it) within the window, the earliest on ties. Each window visits only its own words, so
+    the work is the windows' total length, about max_len / stride visits per word, however long the document: not
+    one visit of every window per word."""
+    offsets = [0, *accumulate(sizes)]  # offsets[i]: tokens before word i
+    best, owner = [-1] * len(sizes), [-1] * len(sizes)
     for k, (left, right) in enumerate(windows):
-        for i in range(max(left, first), min(right, stop)):
+        for i in range(left, right):
             room = min(offsets[i] - offsets[left], offsets[right] - offsets[i + 1])
-            if room > best[i - first]:
-                best[i - first], owner[i - first] = room, k
+            if room > best[i]:
+                best[i], owner[i] = room, k
     predicted: list[list[int]] = [[] for _ in windows]
     for i, k in enumerate(owner):
-        predicted[k].append(first + i)
+        predicted[k].append(i)
     return predicted
 
 
 def _example(
-    stream, left: int, right: int, predicted: list[int], sentences: Sequence[Sentence], bos_id: int | None,
+    stream: list[tuple[int, int, list[int]]], window: Window, bos: list[int], sentences: Sequence[Sentence],
     label_ids: dict[str, int],
 ) -> Example:
-    """Example over the words stream[left:right] (tuples (sentence, word, ids)), predicting `predicted`."""
-    input_ids = [] if bos_id is None else [bos_id]
-    labels = [IGNORE_INDEX] * len(input_ids)
+    """Example over the words of `window` in `stream` (tuples (sentence, word, ids)), after `bos` ([] or [BOS])."""
+    input_ids, labels = list(bos), [IGNORE_INDEX] * len(bos)
     positions, words = [], []
-    predicted_set = set(predicted)
-    for i in range(left, right):
+    predicted = set(window.predicted)
+    for i in range(window.left, window.right):
         s, w, ids = stream[i]
-        if i in predicted_set:
+        if i in predicted:
             tags = sentences[s].tags
             positions.append(len(input_ids))
             words.append((s, w))

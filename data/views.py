@@ -6,8 +6,8 @@
 
 A model trained only on whole documents can score well on the first and collapse on the other two (it never saw
 a short text right after BOS), so training reports all three (train/loop.py), and trains on sentences taken out of
-their documents besides the documents (`taken_out`; or instead of some of them, `split_documents`), a share of
-them without their final punctuation (`some_without_final_punctuation`).
+their documents besides the documents (`taken_out`), a share of them without their final punctuation
+(`some_without_final_punctuation`).
 """
 
 from __future__ import annotations
@@ -78,19 +78,3 @@ def some_without_final_punctuation(sentences: Sequence[Sentence], fraction: floa
     shaped like the `bare` view, headlines and chat messages, and like short texts typed without a full stop."""
     chosen = set(random.Random(seed).sample(range(len(sentences)), round(fraction * len(sentences))))
     return [without_final_punctuation(s) if i in chosen else s for i, s in enumerate(sentences)]
-
-
-def split_documents(sentences: Sequence[Sentence], fraction: float, seed: int) -> list[Sentence]:
-    """The sentences with a `fraction` of their documents (drawn by `seed`) cut into one document per sentence;
-    the other documents stay whole. Doc ids are renumbered in order, so every document is still one run."""
-    if fraction == 0:
-        return list(sentences)
-    documents = document_spans(sentences)
-    chosen = set(random.Random(seed).sample(range(len(documents)), round(fraction * len(documents))))
-    out, doc_id = [], 0
-    for d, (start, end) in enumerate(documents):
-        for s in range(start, end):
-            out.append(dataclasses.replace(sentences[s], doc_id=doc_id))
-            doc_id += d in chosen
-        doc_id += d not in chosen
-    return out

@@ -5,7 +5,6 @@ build.py        the tagger a run trains: base checkpoint + head, LoRA injected (
 loop.py         set up, step, evaluate and keep the best, checkpoint
 step.py         one optimizer step: forward/backward over micro-batches, clip, AdamW, schedule
 optim.py        AdamW, written out      schedule.py  warmup + cosine
-average.py      a moving average of the trained weights, evaluated and kept with --average-decay
 checkpoint.py   resumable state         run_dir.py   the files of a run directory that training alone reads
 distributed.py  torchrun: ranks, gradient sums, FSDP of the frozen base, evaluation shared by the ranks
 curves.py       loss and F1 curves of a run (matplotlib)

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from model.files import atomic_file
-from train.average import WeightAverage
 from train.schedule import WarmupCosine
 
 
@@ -38,7 +37,6 @@ def save_checkpoint(
     scheduler: WarmupCosine,
     progress: dict[str, Any],
     rng_states: list[dict[str, Any]],
-    average: WeightAverage | None = None,
 ) -> None:
     """`rng_states[r]` is `rng_state()` of rank r; the other state is the same on every rank."""
     state = {
@@ -48,7 +46,6 @@ def save_checkpoint(
         "world_size": len(rng_states),
         "rng": rng_states,
         "progress": progress,
-        "average": None if average is None else average.state_dict(),
     }
     with atomic_file(path) as tmp:
         torch.save(state, tmp)
@@ -61,9 +58,8 @@ def load_checkpoint(
     scheduler: WarmupCosine,
     rank: int = 0,
     world_size: int = 1,
-    average: WeightAverage | None = None,
 ) -> dict[str, Any]:
-    """Restore model, optimizer, schedule, weight average and this rank's RNG from `path`; return the saved progress
+    """Restore model, optimizer, schedule and this rank's RNG from `path`; return the saved progress
     record.
 
     Only the world size that wrote the checkpoint can resume it: the ranks' shares of the data follow from it.
@@ -88,10 +84,6 @@ def load_checkpoint(
             p.copy_(state["trainable"][name])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    if (average is None) != (state.get("average") is None):
-        raise ValueError(f"{path}: the checkpoint was written {'without' if average else 'with'} a weight average")
-    if average is not None:
-        average.load_state_dict(state["average"])
     rng = rng_states[rank]
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():

@@ -35,30 +35,33 @@ class TrainConfig:
     scheme: str = "auto"  # tag scheme of the data files: auto, iob1, iob2 or bioes (data/schemes.py)
     labels: str | None = None  # labels file (one per line, in head order); None: learned from train.txt
     out: str = "runs/default"  # run directory: config, adapter, head, logs, checkpoints
-    # Attention: bidirectional by default; --causal keeps the decoder's mask, optionally lifted in the top k layers.
+    # Attention: bidirectional by default, since a tagger labels a word better when it sees the words after it;
+    # --causal keeps the decoder's mask, optionally lifted in the top k layers: the ablation
+    # (docs/results.md#the-first-recipe-document-windows).
     causal: bool = False
     bidirectional_top_layers: int = 0
-    finetune: str = "lora"  # lora: train LoRA adapters and the head; full: train every weight (the reference)
-    # LoRA (Hu et al. 2021) on all seven projections; dropout 0 because on a CPU LoRA's dropout masks alone cost
-    # a fifth of a training step.
+    # lora: train LoRA adapters and the head; full: train every weight, the reference LoRA matches
+    # (docs/results.md#the-first-recipe-document-windows).
+    finetune: str = "lora"
+    # LoRA (Hu et al. 2021) on all seven projections at rank 16: adapting the MLP too pays, a higher rank does not
+    # (docs/results.md#the-first-recipe-document-windows). Dropout 0, since on a CPU
+    # LoRA's dropout masks cost much of a training step (docs/performance.md#lora-dropout).
     lora_r: int = 16
     lora_alpha: float = 32.0
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = LLAMA_TARGETS
     head_dropout: float = 0.1
-    # Optimisation. 1e-3 beat 5e-4 on both of two seeds (docs/results.md): 94.70 against 94.23 validation F1.
+    # Optimisation. lr 1e-3 beat 5e-4 on both of two seeds (docs/results.md#the-first-recipe-document-windows),
+    # and 2e-3 gained nothing (docs/results.md#documents-sentences-alone-and-without-final-punctuation).
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     min_lr_ratio: float = 0.1
     clip_grad_norm: float = 1.0
-    # Evaluate and keep an exponential moving average of the trained weights with this decay (train/average.py);
-    # None: the last step's weights. The final evaluation then scores the last weights too ("eval_last" record).
-    average_decay: float | None = None
     # Passes over the training windows; a fraction trains the first part of the shuffled epoch, rounded up to a
-    # whole step. 0.55 of an epoch of `both` windows meets each sentence about 1.1 times instead of twice: about an
-    # hour on a 2-core AVX2 CPU instead of 1 h 50 min, for about 0.8 F1 less in each view (two seeds,
-    # docs/results.md).
+    # whole step. 0.55 of an epoch of `both` windows meets each sentence about 1.1 times instead of twice, so that
+    # `make train` fits in an hour on a 2-core CPU, for a little F1 in each view
+    # (docs/results.md#documents-sentences-alone-and-without-final-punctuation).
     epochs: float = 0.55
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule is sized to it)
     # Batches by size: as many windows as fit in `batch_tokens` padded tokens per step, so that a step of short
@@ -69,21 +72,20 @@ class TrainConfig:
     grad_accum: int = 1
     limit: int | None = None  # use only the first N training sentences
     seed: int = 0
-    # Windows and context
+    # Windows
     # document: windows over whole documents (data/align.py); sentence: one window per sentence; both: every epoch
     # holds both, the document windows and every sentence alone, so that the tagger learns text with its document
-    # around it and text that comes alone (docs/results.md: sentence windows alone take 878 steps to tag sentences
-    # alone at 93.8, a share of them mixed into document windows does not).
+    # around it and text that comes alone: document windows alone fail on sentences alone, and trading a share of
+    # the documents for their sentences does not mend that
+    # (docs/results.md#documents-sentences-alone-and-without-final-punctuation).
     window: str = "both"
     max_len: int = 256  # tokens per window; longer documents (or sentences) are split into overlapping windows
     stride: int | None = 192  # tokens between the starts of overlapping windows; None: half a window
-    context: int = 0  # document-context tokens on each side of a sentence (FLERT); 0 = sentence only
-    # With document windows: the share of training documents (drawn once, by seed) whose sentences are trained
-    # alone instead, one window each, so that the tagger also learns short texts that come without context.
-    alone_fraction: float = 0.0
     # With --window both: the share of the sentences trained alone (drawn once, by seed) that are trained without
-    # their final punctuation, as headlines, chat messages and short texts typed without a full stop come (a
-    # two-word name without one was missed otherwise, docs/results.md). None: 0.5 with --window both, else 0.
+    # their final punctuation, as headlines, chat messages and short texts typed without a full stop come: a
+    # two-word name without one was missed otherwise
+    # (docs/results.md#documents-sentences-alone-and-without-final-punctuation).
+    # None: 0.5 with --window both, else 0.
     bare_fraction: float | None = None
     add_bos: bool = True
     # Evaluation, checkpoints, early stopping
@@ -92,8 +94,9 @@ class TrainConfig:
     # validation and training sentences (None or 0: never). They keep no adapter and do not count for --patience.
     subset_eval_every: int | None = 300
     subset_eval_sentences: int = 250
-    # Padded tokens per evaluation batch: on a CPU, 2048 tags CoNLL-2003's validation 1.35x as fast as 8192 (636
-    # against 470 tokens/s as documents, docs/performance.md); a GPU recipe wants larger batches.
+    # Padded tokens per evaluation batch: on a CPU, 2048 tags faster than 8192, likely since a batch's activations
+    # then stay nearer the caches (docs/performance.md#evaluation-batches-python--m-bencheval_batches); a GPU recipe
+    # wants larger batches.
     eval_max_tokens: int = 2048
     decode: str = "viterbi"  # per-word scores -> tags: the best valid IOB2 sequence, or argmax (data/decode.py)
     train_eval_sentences: int = 500  # also score the first N training sentences at each evaluation (overfitting)
@@ -122,10 +125,6 @@ class TrainConfig:
             raise ValueError("--fsdp shards the frozen base; --finetune full has none (train on one device)")
         if self.bare_fraction and self.window != "both":
             raise ValueError("--bare-fraction strips the sentences that --window both trains alone; use --window both")
-        if self.alone_fraction and self.window != "document":
-            raise ValueError("--alone-fraction mixes sentence windows into document windows; use --window document")
-        if self.window != "sentence" and self.context:
-            raise ValueError("--context adds neighbours to sentence windows; document windows already hold them")
         unknown = set(self.lora_targets) - set(LLAMA_TARGETS)
         if unknown:
             raise ValueError(f"unknown LoRA targets {sorted(unknown)}; choose from {list(LLAMA_TARGETS)}")
@@ -148,7 +147,6 @@ class TrainConfig:
             ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
             ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
             ("clip_grad_norm", self.clip_grad_norm > 0, "positive"),
-            ("average_decay", self.average_decay is None or 0 < self.average_decay < 1, "in (0, 1)"),
             ("epochs", self.epochs > 0, "positive"),
             ("max_steps", self.max_steps is None or self.max_steps >= 1, "at least 1"),
             ("batch_tokens", self.batch_tokens is None or self.batch_tokens >= self.max_len, f"at least {window}"),
@@ -159,8 +157,6 @@ class TrainConfig:
             ("max_len", budget >= 1, f"at least {1 + int(self.add_bos)} (a token besides BOS)"),
             ("stride", self.stride is None or 1 <= self.stride <= budget,
              f"in [1, {budget}] (the tokens of a window besides BOS)"),
-            ("context", self.context >= 0, "at least 0"),
-            ("alone_fraction", 0 <= self.alone_fraction <= 1, "in [0, 1]"),
             ("bare_fraction", self.bare_fraction is None or 0 <= self.bare_fraction <= 1, "in [0, 1]"),
             ("eval_every", self.eval_every is None or self.eval_every >= 1, "at least 1"),
             ("subset_eval_every", self.subset_eval_every is None or self.subset_eval_every >= 0,
@@ -210,7 +206,8 @@ class TrainConfig:
 RECIPES: dict[str, dict[str, Any]] = {
     "smollm2-135m": {},
     # WNUT-17 (`--data` its folder): independent posts, so windows hold one post each and a step 16 of them (about
-    # as many tokens as 2 document windows); posts are few (3,394), so several epochs, the best one kept.
+    # as many tokens as 2 document windows); posts are few, so several epochs, the best one kept
+    # (docs/results.md#wnut-17).
     "wnut17": dict(window="sentence", batch_size=16, epochs=4, lr=1e-3),
     # The small model's choices (bidirectional, LoRA on all seven projections, document windows of 256 tokens every
     # 192) with a lower learning rate for the larger model, more epochs on a GPU, larger evaluation batches, and
@@ -246,7 +243,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             if field.name in ("data", "max_steps", "limit", "eval_every", "subset_eval_every", "patience", "stride",
                               "batch_tokens"):
                 kind = int if field.name != "data" else str
-            if field.name in ("average_decay", "bare_fraction"):
+            if field.name == "bare_fraction":
                 kind = float
             parser.add_argument(option, type=kind, default=None, help=f"default: {default}")
     args = vars(parser.parse_args(argv))

@@ -31,8 +31,7 @@ from data.batching import Plan, bucketed_plan, collate, shard_plan
 from data.conll import Sentence, read_conll
 from data.download import resolve_data_dir
 from data.labels import LabelSet
-from data.views import (VIEW_NAMES, VIEWS, once_per_view, some_without_final_punctuation, split_documents, taken_out,
-                        views)
+from data.views import VIEW_NAMES, VIEWS, once_per_view, some_without_final_punctuation, taken_out, views
 from lora.inject import count_parameters
 from model import load_tokenizer
 from model.tagger import Tagger
@@ -163,7 +162,7 @@ def set_up(config: TrainConfig, world: World, device: torch.device) -> Run:
 
     seen = train_sentences[: config.train_eval_sentences]
     subset = config.subset_eval_sentences
-    train_examples = scored(split_documents(train_sentences, config.alone_fraction, config.seed)).examples
+    train_examples = scored(train_sentences).examples
     if config.window == "both":
         sentences_alone = some_without_final_punctuation(taken_out(train_sentences), config.bare_share, config.seed)
         train_examples += scored(sentences_alone).examples

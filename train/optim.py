@@ -1,6 +1,6 @@
 """AdamW written out: Adam (Kingma & Ba 2015, Algorithm 1) with decoupled weight decay
-(Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization", Algorithm 2) and optional
-AMSGrad (Reddi et al. 2018). Same constructor, state keys and arithmetic as torch.optim.AdamW.
+(Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization", Algorithm 2). Same constructor,
+state keys and arithmetic as torch.optim.AdamW without AMSGrad (its default).
 """
 
 import math
@@ -16,7 +16,6 @@ class AdamW(torch.optim.Optimizer):
         p   <- p - lr * wd * p                        decay decoupled from the gradient
         m   <- beta1 * m + (1 - beta1) * g            first moment   (state "exp_avg")
         v   <- beta2 * v + (1 - beta2) * g^2          second moment  (state "exp_avg_sq")
-        v_max <- max(v_max, v)                        AMSGrad only   (state "max_exp_avg_sq")
         p   <- p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
 
     The bias corrections 1 - beta^t undo the zero initialization of m and v. L&H scale the decay by
@@ -32,7 +31,6 @@ class AdamW(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
-        amsgrad: bool = False,
     ):
         if lr < 0.0:
             raise ValueError(f"AdamW: invalid learning rate {lr}")
@@ -42,7 +40,7 @@ class AdamW(torch.optim.Optimizer):
             raise ValueError(f"AdamW: betas must lie in [0, 1), got {betas}")
         if weight_decay < 0.0:
             raise ValueError(f"AdamW: invalid weight_decay {weight_decay}")
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -69,8 +67,6 @@ class AdamW(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
             exp_avgs = [state["exp_avg"] for state in states]
             exp_avg_sqs = [state["exp_avg_sq"] for state in states]
@@ -79,16 +75,11 @@ class AdamW(torch.optim.Optimizer):
             torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
             torch._foreach_mul_(exp_avg_sqs, beta2)
             torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-            if group["amsgrad"]:
-                second_moments = [state["max_exp_avg_sq"] for state in states]
-                torch._foreach_maximum_(second_moments, exp_avg_sqs)
-            else:
-                second_moments = exp_avg_sqs
 
             # Bias corrections per tensor: a parameter that sat out steps (no gradient) has its own step count.
             bias_corrections1 = [1 - beta1 ** state["step"] for state in states]
             bias_corrections2 = [1 - beta2 ** state["step"] for state in states]
-            denoms = torch._foreach_sqrt(second_moments)
+            denoms = torch._foreach_sqrt(exp_avg_sqs)
             torch._foreach_div_(denoms, [math.sqrt(bc) for bc in bias_corrections2])
             torch._foreach_add_(denoms, eps)
             torch._foreach_addcdiv_(params, exp_avgs, denoms, [-lr / bc for bc in bias_corrections1])

@@ -128,49 +128,6 @@ def test_an_over_long_word_leaves_the_other_sentences_as_they_are_alone(tok, doc
         assert beside.input_ids == alone.input_ids and [(renumber[s], w) for s, w in beside.words] == alone.words
 
 
-def test_document_context_adds_neighbours_of_the_same_document_only(tok):
-    sentences = read_conll(FIXTURES / "iob1_4col.txt")  # documents: sentences 0-2, 3, 4
-    sizes = {(s, w): len(tok.encode(" " + word))
-             for s, sent in enumerate(sentences) for w, word in enumerate(sent.words)}
-    assert sizes[0, 8] == sizes[1, 0] == sizes[1, 9] == sizes[2, 0] == 1  # the words next to sentence breaks
-    for context in (1, 4, 8, 100):
-        examples = build_examples(sentences, tok, max_len=128, context=context, labels=LABELS)
-        assert [e.words[0][0] for e in examples] == [0, 1, 2, 3, 4]  # one window per sentence, in order
-        assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
-        for s, e in enumerate(examples):
-            doc = [i for i, other in enumerate(sentences) if other.doc_id == sentences[s].doc_id]
-            own = sum(sizes[s, w] for w in range(len(sentences[s].words)))
-            left = e.positions[0] - 1
-            right = len(e.input_ids) - 1 - left - own
-            assert left <= context and right <= context
-            # The window is the document's running text around the sentence, whole words only.
-            doc_text = tok.encode(" " + " ".join(word for i in doc for word in sentences[i].words))
-            start = sum(sizes[i, w] for i in doc if i < s for w in range(len(sentences[i].words))) - left
-            assert start >= 0 and e.input_ids[1:] == doc_text[start : start + len(e.input_ids) - 1]
-            boundaries = {0}
-            for i in doc:
-                for w in range(len(sentences[i].words)):
-                    boundaries.add(max(boundaries) + sizes[i, w])
-            assert start in boundaries and start + len(e.input_ids) - 1 in boundaries
-            # Context only where the document has neighbours (their nearest words are 1 token each
-            # in this fixture, so any budget takes one); labels only on the centre sentence.
-            assert (left > 0) == (s > doc[0]) and (right > 0) == (s < doc[-1])
-            assert all(label == IGNORE_INDEX for label in e.labels[1 : 1 + left])
-            assert all(label == IGNORE_INDEX for label in e.labels[len(e.input_ids) - right :])
-    # With a generous budget the single-sentence documents (3, 4) get no context at all.
-    examples = build_examples(sentences, tok, max_len=128, context=100, labels=LABELS)
-    assert examples[3].input_ids[1:] == tok.encode(" " + " ".join(sentences[3].words))
-    assert examples[1].positions[0] > 1 and len(examples[1].input_ids) > examples[1].positions[-1] + 1
-
-
-def test_document_context_respects_the_window(tok):
-    sentences = read_conll(FIXTURES / "iob1_4col.txt")
-    longest = max(len(tok.encode(" " + " ".join(s.words))) for s in sentences)
-    examples = build_examples(sentences, tok, max_len=longest + 3, context=64, labels=LABELS)
-    assert all(len(e.input_ids) <= longest + 3 for e in examples)
-    assert predictions_to_tags(examples, gold_predictions(examples), sentences) == [s.tags for s in sentences]
-
-
 def document_text(sentences, tok, doc_id) -> list[int]:
     return tok.encode(" " + " ".join(w for s in sentences if s.doc_id == doc_id for w in s.words))
 
@@ -209,8 +166,6 @@ def test_document_windows_overlap_by_the_stride(tok):
         check_document_windows(examples, sentences, tok, max_len)
         in_first = [e for e in examples if e.words[0][0] < 3]  # the first document is longer than a window:
         assert len(in_first) > 1 and all(len(e.input_ids) > max_len - widest for e in in_first)  # all filled
-    with pytest.raises(ValueError, match="use context=0"):
-        build_examples(sentences, tok, max_len=64, context=8, document=True, labels=LABELS)
 
 
 def test_predictions_per_word_checks_every_word_once(tok):
@@ -243,7 +198,6 @@ def test_bad_arguments(tok):
     for kwargs, message in [
         (dict(max_len=1), "leaves no room"),
         (dict(max_len=8, stride=8), r"stride must be in \[1, 7\]"),
-        (dict(max_len=8, context=-1), "context must be >= 0"),
     ]:
         with pytest.raises(ValueError, match=message):
             build_examples(sentence, tok, **kwargs, labels=LABELS)
@@ -264,12 +218,12 @@ def test_real_dev_set_document_windows(tok, dev_sentences):
     assert alone < computed < 1.5 * alone
 
 
-@pytest.mark.parametrize("max_len, context", [(512, 0), (64, 0), (64, 48)])
-def test_real_dev_set_every_word_predicted_once(tok, dev_sentences, max_len, context):
+@pytest.mark.parametrize("max_len", [512, 64])
+def test_real_dev_set_every_word_predicted_once(tok, dev_sentences, max_len):
     sentences = dev_sentences
-    examples = build_examples(sentences, tok, max_len=max_len, context=context, labels=LABELS)
+    examples = build_examples(sentences, tok, max_len=max_len, labels=LABELS)
     assert all(len(e.input_ids) <= max_len for e in examples)
-    if max_len == 512 and context == 0:
+    if max_len == 512:
         assert len(examples) == len(sentences)  # every dev sentence fits a 512-token window
         assert all(e.input_ids[1:] == tok.encode(" " + " ".join(s.words)) for e, s in zip(examples, sentences))
     else:

@@ -1,8 +1,7 @@
 """data/views.py: validation as documents, sentence by sentence, and without final punctuation."""
 
 from data.conll import Sentence
-from data.views import (alone, some_without_final_punctuation, split_documents, taken_out, views,
-                        without_final_punctuation)
+from data.views import alone, some_without_final_punctuation, taken_out, views, without_final_punctuation
 
 
 def test_alone_makes_every_sentence_its_own_document():
@@ -33,20 +32,6 @@ def test_views_share_a_list_when_sentences_already_stand_alone():
     doc = [Sentence(["hi", "."], ["O", "O"], doc_id=0) for _ in range(3)]
     got = views(doc)
     assert got["alone"] is not got["documents"] and [s.doc_id for s in got["alone"]] == [0, 1, 2]
-
-
-def test_split_documents_cuts_the_drawn_share_of_documents_into_sentences():
-    sentences = [Sentence([f"w{d}{k}"], ["O"], doc_id=d) for d in range(10) for k in range(3)]
-    assert split_documents(sentences, 0.0, seed=1) == sentences
-    split = split_documents(sentences, 0.4, seed=1)
-    assert [s.words for s in split] == [s.words for s in sentences]
-    sizes = {}
-    for s in split:
-        sizes[s.doc_id] = sizes.get(s.doc_id, 0) + 1
-    assert sorted(sizes.values()) == [1] * 12 + [3] * 6  # 4 of 10 documents alone, 6 whole
-    assert [s.doc_id for s in split] == sorted(s.doc_id for s in split)  # each document one run, in order
-    assert split_documents(sentences, 0.4, seed=1) == split and split_documents(sentences, 0.4, seed=2) != split
-    assert len(set(s.doc_id for s in split_documents(sentences, 1.0, seed=0))) == 30
 
 
 def test_taken_out_gives_the_sentences_of_longer_documents_alone():

@@ -6,7 +6,6 @@ import torch
 
 import pytest
 
-from train.average import WeightAverage
 from train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from train.optim import AdamW
 from train.schedule import WarmupCosine
@@ -22,33 +21,29 @@ class RunsCode:
         return open, (self.marker, "w")
 
 
-def training_state(seed: int) -> tuple[torch.nn.Linear, AdamW, WarmupCosine, WeightAverage]:
+def training_state(seed: int) -> tuple[torch.nn.Linear, AdamW, WarmupCosine]:
     torch.manual_seed(seed)
     model = torch.nn.Linear(4, 3)
     optimizer = AdamW(model.parameters(), lr=1e-2)
     scheduler = WarmupCosine(optimizer, total_steps=10, warmup_steps=2)
-    average = WeightAverage(list(model.parameters()), decay=0.9)
-    return model, optimizer, scheduler, average
+    return model, optimizer, scheduler
 
 
 def test_a_checkpoint_restores_what_it_saved(tmp_path):
-    model, optimizer, scheduler, average = training_state(seed=0)
+    model, optimizer, scheduler = training_state(seed=0)
     for _ in range(3):
         model(torch.randn(5, 4)).square().sum().backward()
         optimizer.step()
         optimizer.zero_grad()
         scheduler.step()
-        average.update()
     progress = {"step": 3, "best": {"valid_f1": 50.0, "per_type_f1": {"PER": 60.0}}}
-    save_checkpoint(tmp_path / "checkpoint.pt", model, optimizer, scheduler, progress, [rng_state()], average)
+    save_checkpoint(tmp_path / "checkpoint.pt", model, optimizer, scheduler, progress, [rng_state()])
     expected_draw = torch.rand(3)
 
-    resumed, resumed_optimizer, resumed_scheduler, resumed_average = training_state(seed=1)
-    assert load_checkpoint(tmp_path / "checkpoint.pt", resumed, resumed_optimizer, resumed_scheduler,
-                           average=resumed_average) == progress
+    resumed, resumed_optimizer, resumed_scheduler = training_state(seed=1)
+    assert load_checkpoint(tmp_path / "checkpoint.pt", resumed, resumed_optimizer, resumed_scheduler) == progress
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed.parameters()))
     assert resumed_scheduler.steps_done == 3 and resumed_scheduler.current_lrs() == scheduler.current_lrs()
-    assert all(torch.equal(a, b) for a, b in zip(average.average, resumed_average.average))
     state, resumed_state = optimizer.state_dict()["state"], resumed_optimizer.state_dict()["state"]
     assert all(torch.equal(state[i]["exp_avg"], resumed_state[i]["exp_avg"]) for i in state)
     assert torch.equal(torch.rand(3), expected_draw)  # the random state of the moment of saving
@@ -56,11 +51,10 @@ def test_a_checkpoint_restores_what_it_saved(tmp_path):
 
 def test_a_checkpoint_holding_an_object_is_refused_before_it_runs_code(tmp_path):
     """A run directory from a shared folder or a colleague: loading its checkpoint must not run its code."""
-    model, optimizer, scheduler, average = training_state(seed=0)
+    model, optimizer, scheduler = training_state(seed=0)
     marker = tmp_path / "code-ran"
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, model, optimizer, scheduler, {"step": 0, "note": RunsCode(str(marker))}, [rng_state()],
-                    average)
+    save_checkpoint(path, model, optimizer, scheduler, {"step": 0, "note": RunsCode(str(marker))}, [rng_state()])
     with pytest.raises(ValueError, match=f"{path}: .*io.open"):
-        load_checkpoint(path, model, optimizer, scheduler, average=average)
+        load_checkpoint(path, model, optimizer, scheduler)
     assert not marker.exists()

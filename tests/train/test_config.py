@@ -25,8 +25,6 @@ def test_cli_flags_and_recipes():
     assert windows.tagging().document and windows.stride == 100 and windows.compile
     with pytest.raises(ValueError, match="window must be"):
         parse_args(["--window", "paragraph"])
-    with pytest.raises(ValueError, match="document windows already hold"):
-        parse_args(["--window", "document", "--context", "32"])
     recipe = parse_args(["--recipe", "llama-3.2-1b", "--epochs", "1"])
     assert recipe.model == "weights/llama-3.2-1b" and recipe.epochs == 1 and recipe.lr == 2e-4
     with pytest.raises(ValueError, match="unknown LoRA targets"):
@@ -38,9 +36,9 @@ def test_cli_flags_and_recipes():
 
 def test_data_settings():
     config = parse_args(["--scheme", "bioes", "--labels", "labels.txt", "--window", "document",
-                         "--alone-fraction", "0.5", "--batch-tokens", "512"])
-    settings = (config.scheme, config.labels, config.alone_fraction, config.batch_tokens)
-    assert settings == ("bioes", "labels.txt", 0.5, 512)
+                         "--batch-tokens", "512"])
+    settings = (config.scheme, config.labels, config.window, config.batch_tokens)
+    assert settings == ("bioes", "labels.txt", "document", 512)
     assert parse_args([]).scheme == "auto" and parse_args([]).labels is None
     wnut = parse_args(["--recipe", "wnut17"])
     assert wnut.window == "sentence" and wnut.batch_size == 16 and wnut.batch_tokens is None
@@ -55,8 +53,6 @@ def test_data_settings():
                            (["--epochs", "0"], "epochs must be positive"),
                            (["--bare-fraction", "-0.1"], r"--bare-fraction must be in \[0, 1\]"),
                            (["--window", "document", "--bare-fraction", "0.5"], "use --window both"),
-                           (["--alone-fraction", "1.5"], r"--alone-fraction must be in \[0, 1\]"),
-                           (["--window", "sentence", "--alone-fraction", "0.5"], "use --window document"),
                            (["--batch-tokens", "100"], r"--batch-tokens must be at least one window \(--max-len 256")]:
         with pytest.raises(ValueError, match=message):
             parse_args(flags)
@@ -82,7 +78,6 @@ OUT_OF_RANGE = [
     (["--warmup-ratio", "1"], "--warmup-ratio must be in [0, 1), got 1.0"),  # no step left after the warmup
     (["--min-lr-ratio", "1.5"], "--min-lr-ratio must be in [0, 1], got 1.5"),
     (["--clip-grad-norm", "0"], "--clip-grad-norm must be positive, got 0.0"),  # 0 would zero every gradient
-    (["--average-decay", "1"], "--average-decay must be in (0, 1), got 1.0"),
     (["--epochs", "inf"], "--epochs must be a finite number, got inf"),
     (["--max-steps", "0"], "--max-steps must be at least 1, got 0"),  # 0 meant: as many as the epochs take
     (["--batch-tokens", "255"], "--batch-tokens must be at least one window (--max-len 256), got 255"),
@@ -94,8 +89,6 @@ OUT_OF_RANGE = [
     (["--max-len", "1"], "--max-len must be at least 2 (a token besides BOS), got 1"),
     (["--stride", "0"], "--stride must be in [1, 255] (the tokens of a window besides BOS), got 0"),
     (["--stride", "256"], "--stride must be in [1, 255] (the tokens of a window besides BOS), got 256"),
-    (["--window", "sentence", "--context", "-1"], "--context must be at least 0, got -1"),
-    (["--window", "document", "--alone-fraction", "-0.5"], "--alone-fraction must be in [0, 1], got -0.5"),
     (["--bare-fraction", "2"], "--bare-fraction must be in [0, 1], got 2.0"),
     (["--eval-every", "0"], "--eval-every must be at least 1, got 0"),  # 0 meant: once per epoch
     (["--subset-eval-every", "-1"], "--subset-eval-every must be at least 0 (0: never), got -1"),

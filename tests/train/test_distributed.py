@@ -169,7 +169,7 @@ def one_process_steps(config: TrainConfig) -> dict[str, torch.Tensor]:
     tagger = build_tagger(config, len(LABELS), CPU)
     tokenizer = load_tokenizer(config.model)
     sentences = read_conll(Path(config.data) / "train.txt")[: config.limit]
-    examples = build_examples(sentences, tokenizer, config.max_len, add_bos=config.add_bos, context=config.context, labels=LABELS)
+    examples = build_examples(sentences, tokenizer, config.max_len, add_bos=config.add_bos, labels=LABELS)
     lengths = [len(e.input_ids) for e in examples]
     params = [p for p in tagger.parameters() if p.requires_grad]
     optimizer = AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

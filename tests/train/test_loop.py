@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from data.align import Example, build_examples
 from data.conll import Sentence, document_spans, read_conll
 from data.labels import LabelSet
-from data.views import split_documents
+from data.views import taken_out
 from model import load_tokenizer
 from tag.run import load_run
 from tests.conll_data import needs_conll, records
@@ -116,16 +116,16 @@ def test_document_windows_train_and_evaluate_alike(tiny_model, conll_slice, tmp_
 
 @needs_conll
 def test_token_budget_batches_mix_sentence_and_document_windows(tiny_model, conll_slice):
-    """With --alone-fraction, some documents are trained sentence by sentence; --batch-tokens fills each step up to
-    a padded-token budget; every window is in one batch of the epoch."""
+    """--batch-tokens fills each step up to a padded-token budget, over document windows and the windows of sentences
+    alone that --window both adds; every window is in one batch of the epoch."""
     sentences = read_conll(conll_slice / "train.txt")
     labels = LabelSet.from_sentences((s.tags for s in sentences), "train.txt")
     tokenizer = load_tokenizer(tiny_model)
-    config = TrainConfig(window="document", alone_fraction=0.5, batch_tokens=512)
-    split = split_documents(sentences, config.alone_fraction, config.seed)
-    examples = build_examples(split, tokenizer, config.max_len, **config.window_settings(), labels=labels)
-    whole = build_examples(sentences, tokenizer, config.max_len, **config.window_settings(), labels=labels)
-    assert len(examples) > len(whole)  # the split documents give one window per sentence
+    config = TrainConfig(window="both", batch_tokens=512)
+    windows = dict(stride=config.stride, document=True, labels=labels)
+    whole = build_examples(sentences, tokenizer, config.max_len, **windows)
+    examples = whole + build_examples(taken_out(sentences), tokenizer, config.max_len, **windows)
+    assert len(examples) > len(whole)  # the sentences alone give one window per sentence
     plan = epoch_plan(examples, config.batch_size, config.batch_tokens, config.seed, 0, SINGLE_PROCESS)
     assert sorted(i for batch in plan for i in batch) == list(range(len(examples)))
     assert all(len(batch) * max(len(examples[i].input_ids) for i in batch) <= 512 for batch in plan)
