@@ -24,7 +24,7 @@ from data.views import VIEW_NAMES
 from model.files import atomic_file
 from train.run_dir import CURVES_FILE, METRICS_FILE, read_log
 
-EVALUATION = ("step", "valid_loss", "valid_f1")
+EVALUATION = ("step", "valid_documents_loss", "valid_documents_f1")
 REQUIRED = {"train": ("step", "loss"), "eval": EVALUATION, "subset_eval": EVALUATION}
 SCORES = ("train_loss", "train_f1", "valid_alone_f1", "valid_bare_f1")
 OPTIONAL = {"train": (), "eval": SCORES, "subset_eval": SCORES}
@@ -91,7 +91,7 @@ def draw_evaluations(ax: Axes, records: list[dict], series: list[tuple[str, str,
         rows = [r for r in records if r["type"] == kind]
         what = "full" if kind == "eval" else "subset"
         for key, name, color in series:
-            label = f"{name}, {what} evaluation" + (sentences(rows) if key in ("valid_loss", "valid_f1") else "")
+            label = f"{name}, {what} evaluation" + (sentences(rows) if key in EVALUATION[1:] else "")
             with_key = [r for r in rows if key in r]
             if not with_key:
                 continue
@@ -112,7 +112,8 @@ def draw_loss(ax: Axes, records: list[dict]) -> None:
                 marker="o" if len(rows) == 1 else None)
         ax.plot(steps, centred_mean(loss, half), color=TRAIN_BATCH, linewidth=1.8,
                 label=f"training batch, centred moving average of {2 * half + 1} logs")
-    draw_evaluations(ax, records, [("valid_loss", "valid", VALID), ("train_loss", "train sample", TRAIN_SAMPLE)])
+    draw_evaluations(ax, records, [("valid_documents_loss", "valid", VALID),
+                                   ("train_loss", "train sample", TRAIN_SAMPLE)])
     values = np.concatenate([line.get_ydata() for line in ax.get_lines()] + [np.empty(0)])
     values = values[np.isfinite(values)]
     log = len(values) > 0 and values.min() > 0 and values.max() >= 10 * values.min()
@@ -122,7 +123,7 @@ def draw_loss(ax: Axes, records: list[dict]) -> None:
 
 
 def draw_f1(ax: Axes, records: list[dict]) -> None:
-    draw_evaluations(ax, records, [("valid_f1", f"valid {VIEW_NAMES['documents']}", VALID),
+    draw_evaluations(ax, records, [("valid_documents_f1", f"valid {VIEW_NAMES['documents']}", VALID),
                                    ("valid_alone_f1", f"valid {VIEW_NAMES['alone']}", VALID_ALONE),
                                    ("valid_bare_f1", f"valid {VIEW_NAMES['bare']}", VALID_BARE),
                                    ("train_f1", "train sample", TRAIN_SAMPLE)])

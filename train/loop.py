@@ -308,7 +308,7 @@ def evaluate_when_due(run: Run, progress: Progress, end_of_epoch: bool, total_st
 
 def evaluate(run: Run, progress: Progress, valid: dict[str, Scored], seen: Scored, kind: str) -> dict[str, Any]:
     """Score every view of `valid`, and `seen`; log the record (kind "eval" or "subset_eval"), redraw the curves;
-    return it. `valid_*` keys without a view name are the documents view's."""
+    return it. Every validation key names its view: `valid_documents_f1`, `valid_alone_loss`, ..."""
     started = time.perf_counter()
 
     def score(scored: Scored, name: str) -> Tagged:
@@ -319,15 +319,14 @@ def evaluate(run: Run, progress: Progress, valid: dict[str, Scored], seen: Score
     on_seen = score(seen, "train sample") if seen.sentences else None
     if run.config.fsdp:
         reshard_after_evaluation(run.predictor.tagger)
-    result = by_view["documents"]
     record = {"type": kind, "step": progress.step, "epoch": progress.epoch,
-              "valid_loss": result.loss, "valid_f1": result.scores.f1,
-              "valid_precision": result.scores.precision, "valid_recall": result.scores.recall,
-              "per_type_f1": {k: v.f1 for k, v in result.scores.per_type.items()},
-              "valid_f1_by_decoder": result.f1_by_decoder, "valid_sentences": len(valid["documents"].sentences)}
-    for view in VIEWS[1:]:
-        record[f"valid_{view}_f1"] = by_view[view].scores.f1
-        record[f"valid_{view}_per_type_f1"] = {k: v.f1 for k, v in by_view[view].scores.per_type.items()}
+              "valid_sentences": len(valid["documents"].sentences)}
+    for view, result in by_view.items():
+        scores = result.scores
+        record.update({f"valid_{view}_loss": result.loss, f"valid_{view}_f1": scores.f1,
+                       f"valid_{view}_precision": scores.precision, f"valid_{view}_recall": scores.recall,
+                       f"valid_{view}_per_type_f1": {k: v.f1 for k, v in scores.per_type.items()},
+                       f"valid_{view}_f1_by_decoder": result.f1_by_decoder})
     record["valid_mean_f1"] = sum(r.scores.f1 for r in by_view.values()) / len(by_view)
     if on_seen is not None:
         record.update(train_loss=on_seen.loss, train_f1=on_seen.scores.f1)
@@ -337,14 +336,14 @@ def evaluate(run: Run, progress: Progress, valid: dict[str, Scored], seen: Score
         plot_run(run.place.run_dir)
         on_train = f", train F1 {record['train_f1']:.2f}" if on_seen is not None else ""
         what = "valid" if kind == "eval" else f"valid[:{record['valid_sentences']}]"
-        tqdm.write(f"step {progress.step}: {what} F1 {three_scores(record)}, loss {record['valid_loss']:.4f}"
-                   f"{on_train}")
+        tqdm.write(f"step {progress.step}: {what} F1 {three_scores(record)}, "
+                   f"loss {record['valid_documents_loss']:.4f}{on_train}")
     return record
 
 
 def three_scores(record: dict[str, Any]) -> str:
-    f1 = {"documents": record["valid_f1"], **{view: record[f"valid_{view}_f1"] for view in VIEWS[1:]}}
-    return ", ".join(f"{f1[view]:.2f} {VIEW_NAMES[view]}" for view in VIEWS) + f" (mean {record['valid_mean_f1']:.2f})"
+    f1s = ", ".join(f"{record[f'valid_{view}_f1']:.2f} {VIEW_NAMES[view]}" for view in VIEWS)
+    return f"{f1s} (mean {record['valid_mean_f1']:.2f})"
 
 
 def keep_if_best(run: Run, progress: Progress, record: dict[str, Any]) -> bool:

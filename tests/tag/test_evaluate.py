@@ -21,7 +21,7 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
                               "--out", str(out), "--no-int8"]) == 0  # training evaluates in float32
     report = capsys.readouterr().out
     kept = max(records(trained_run, "eval"), key=lambda r: r["valid_mean_f1"])  # the record of the kept adapter
-    best = kept["valid_f1"]
+    best = kept["valid_documents_f1"]
     assert f"{best:.2f}" in report and "linear layers: float32" in report
     gold = read_conll(conll_slice / "valid.txt")
     lines = out.read_text().split("\n")
@@ -31,7 +31,7 @@ def test_evaluate_cli_scores_and_writes_conlleval_file(trained_run, conll_slice,
     assert all(len(line.split()) == 3 for line in word_lines)
     # The decoder can be chosen at evaluation; both write valid IOB2. Every evaluation also scores each decoder,
     # at training too, and the chosen one is the headline F1.
-    by_decoder = kept["valid_f1_by_decoder"]
+    by_decoder = kept["valid_documents_f1_by_decoder"]
     assert set(by_decoder) == {"viterbi", "argmax"} and by_decoder["viterbi"] == best
     for decoder in ("viterbi", "argmax"):
         assert evaluate_cli.main(["--run", str(trained_run), "--data", str(conll_slice / "valid.txt"),
@@ -88,10 +88,10 @@ def test_evaluate_and_training_report_three_views(trained_run, conll_slice, tmp_
         assert evaluate_cli.main(["--run", str(trained_run), "--data", str(path), "--no-int8"]) == 0
         assert f1_by_view(capsys.readouterr().out)[0] == expected, path.name
     kept = max(records(trained_run, "eval"), key=lambda r: r["valid_mean_f1"])
-    assert [kept["valid_f1"], kept["valid_alone_f1"], kept["valid_bare_f1"]] == pytest.approx([documents, alone, bare],
-                                                                                              abs=0.005)
+    assert [kept[f"valid_{view}_f1"] for view in ("documents", "alone", "bare")] == pytest.approx(
+        [documents, alone, bare], abs=0.005)
     assert kept["valid_mean_f1"] == pytest.approx((documents + alone + bare) / 3, abs=0.01)
-    assert set(kept["valid_bare_per_type_f1"]) == set(kept["per_type_f1"])
+    assert set(kept["valid_bare_per_type_f1"]) == set(kept["valid_documents_per_type_f1"])
     for subset in records(trained_run, "subset_eval"):
         assert {"valid_alone_f1", "valid_bare_f1", "valid_mean_f1"} <= set(subset)
 

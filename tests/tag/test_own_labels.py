@@ -68,8 +68,8 @@ def test_the_run_learns_and_keeps_the_data_labels(own_run):
     info = json.loads((own_run / "tagging.json").read_text())
     assert info["labels"] == LABELS
     best = [json.loads(line) for line in (own_run / "metrics.jsonl").read_text().splitlines()][-1]
-    assert best["type"] == "eval" and set(best["per_type_f1"]) == {"gadget-2", "place"}
-    assert best["valid_f1"] > 90, best
+    assert best["type"] == "eval" and set(best["valid_documents_per_type_f1"]) == {"gadget-2", "place"}
+    assert best["valid_documents_f1"] > 90, best
 
 
 def test_predict_and_evaluate_speak_the_labels(own_run, own_data, capsys):

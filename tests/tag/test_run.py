@@ -36,7 +36,7 @@ def test_merged_tagger_tags_as_the_one_with_separate_adapters(trained_run, conll
         results[merge] = run.tag(sentences)
     assert results[True].tags == results[False].tags
     assert results[True].loss == pytest.approx(results[False].loss, rel=1e-4)
-    best = max(records(trained_run, "eval"), key=lambda r: r["valid_mean_f1"])["valid_f1"]
+    best = max(records(trained_run, "eval"), key=lambda r: r["valid_mean_f1"])["valid_documents_f1"]
     assert results[True].scores.f1 == results[False].scores.f1 == best  # the adapter kept is the best one
 
 

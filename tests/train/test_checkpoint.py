@@ -36,7 +36,7 @@ def test_a_checkpoint_restores_what_it_saved(tmp_path):
         optimizer.step()
         optimizer.zero_grad()
         scheduler.step()
-    progress = {"step": 3, "best": {"valid_f1": 50.0, "per_type_f1": {"PER": 60.0}}}
+    progress = {"step": 3, "best": {"valid_documents_f1": 50.0, "valid_documents_per_type_f1": {"PER": 60.0}}}
     save_checkpoint(tmp_path / "checkpoint.pt", model, optimizer, scheduler, progress, [rng_state()])
     expected_draw = torch.rand(3)
 

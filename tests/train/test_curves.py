@@ -31,10 +31,11 @@ def train_record(step: int, loss: float) -> dict:
             "tokens_per_s": 500.0}
 
 
-def eval_record(step: int, valid_f1: float, kind: str = "eval", **extra: float) -> dict:
-    return {"type": kind, "step": step, "epoch": 0, "valid_loss": 0.3 - valid_f1 / 400, "valid_f1": valid_f1,
-            "valid_precision": valid_f1, "valid_recall": valid_f1, "per_type_f1": {"PER": valid_f1},
-            "valid_f1_by_decoder": {"viterbi": valid_f1}, "valid_sentences": 3250 if kind == "eval" else 250,
+def eval_record(step: int, f1: float, kind: str = "eval", **extra: float) -> dict:
+    return {"type": kind, "step": step, "epoch": 0, "valid_documents_loss": 0.3 - f1 / 400,
+            "valid_documents_f1": f1, "valid_documents_precision": f1, "valid_documents_recall": f1,
+            "valid_documents_per_type_f1": {"PER": f1}, "valid_documents_f1_by_decoder": {"viterbi": f1},
+            "valid_sentences": 3250 if kind == "eval" else 250,
             "seconds": 2.0, **extra}
 
 
@@ -81,12 +82,12 @@ def test_figure_holds_every_series_with_its_data():
     expected = {
         ("Loss", "training batch (raw)"): (train, "loss"),
         ("Loss", f"training batch, centred moving average of {2 * half + 1} logs"): (train, None),
-        ("Loss", "valid, full evaluation (3250 sentences)"): (full, "valid_loss"),
-        ("Loss", "valid, subset evaluation (250 sentences)"): (subset, "valid_loss"),
+        ("Loss", "valid, full evaluation (3250 sentences)"): (full, "valid_documents_loss"),
+        ("Loss", "valid, subset evaluation (250 sentences)"): (subset, "valid_documents_loss"),
         ("Loss", "train sample, full evaluation"): (full, "train_loss"),
         ("Loss", "train sample, subset evaluation"): (subset, "train_loss"),
-        ("Entity", "valid as documents, full evaluation (3250 sentences)"): (full, "valid_f1"),
-        ("Entity", "valid as documents, subset evaluation (250 sentences)"): (subset, "valid_f1"),
+        ("Entity", "valid as documents, full evaluation (3250 sentences)"): (full, "valid_documents_f1"),
+        ("Entity", "valid as documents, subset evaluation (250 sentences)"): (subset, "valid_documents_f1"),
         ("Entity", "valid sentence by sentence, full evaluation"): (full, "valid_alone_f1"),
         ("Entity", "valid sentence by sentence, subset evaluation"): (subset, "valid_alone_f1"),
         ("Entity", "valid without final punctuation, full evaluation"): (full, "valid_bare_f1"),
@@ -187,9 +188,10 @@ def test_read_metrics_keeps_drawn_records_in_order(tmp_path):
     ('{"type": "train", "loss": 0.5}', "'type' and a 'step'"),
     ('{"step": 20, "loss": 0.5}', "'type' and a 'step'"),
     ('{"type": "train", "step": 20, "loss": "low"}', "'loss'"),
-    ('{"type": "eval", "step": 20, "valid_loss": 0.1, "valid_f1": 50, "train_f1": null}', "'train_f1'"),
-    ('{"type": "subset_eval", "step": 20, "valid_loss": 0.1}', "'valid_f1'"),
-    ('{"type": "eval", "step": true, "valid_loss": 0.1, "valid_f1": 50}', "'step'"),
+    ('{"type": "eval", "step": 20, "valid_documents_loss": 0.1, "valid_documents_f1": 50, "train_f1": null}',
+     "'train_f1'"),
+    ('{"type": "subset_eval", "step": 20, "valid_documents_loss": 0.1}', "'valid_documents_f1'"),
+    ('{"type": "eval", "step": true, "valid_documents_loss": 0.1, "valid_documents_f1": 50}', "'step'"),
 ])
 def test_malformed_line_names_file_and_line(tmp_path, bad_line, problem):
     path = tmp_path / "metrics.jsonl"

@@ -34,12 +34,12 @@ def test_short_real_run_lowers_the_loss_and_beats_all_o(trained_run, conll_slice
     untrained = train_records[0]["loss"]
     assert sum(r["loss"] for r in train_records[-2:]) / 2 < 0.5 * untrained
     evals = records(trained_run, "eval")
-    assert evals[-1]["valid_loss"] < 0.5 * untrained
+    assert evals[-1]["valid_documents_loss"] < 0.5 * untrained
     # All-O predicts no entity: F1 0. The tagger must find real entities in sentences it never saw (60 steps on
     # 240 sentences land between 28 and 33, depending on the last bits of rounding).
-    assert max(e["valid_f1"] for e in evals) > 20.0
+    assert max(e["valid_documents_f1"] for e in evals) > 20.0
     # Each evaluation also scores the training sentences (all 240 here), which the tagger has seen: better.
-    assert all(e["train_loss"] < e["valid_loss"] and e["train_f1"] > e["valid_f1"] for e in evals)
+    assert all(e["train_loss"] < e["valid_documents_loss"] and e["train_f1"] > e["valid_documents_f1"] for e in evals)
     for name in ("run.json", "tagging.json", f"{ADAPTER_DIR}/adapter.safetensors", f"{ADAPTER_DIR}/adapter_config.json",
                  CHECKPOINT_FILE, "curves.png"):
         assert (trained_run / name).exists(), name
@@ -110,8 +110,8 @@ def test_document_windows_train_and_evaluate_alike(tiny_model, conll_slice, tmp_
     # The loss depends on the windows (a word's context), so an equal loss means equal windows.
     assert run.settings.document and not run.bf16
     result = run.tag(sentences)
-    assert result.loss == pytest.approx(best["valid_loss"], rel=1e-6)
-    assert result.scores.f1 == best["valid_f1"]
+    assert result.loss == pytest.approx(best["valid_documents_loss"], rel=1e-6)
+    assert result.scores.f1 == best["valid_documents_f1"]
 
 
 @needs_conll
