@@ -90,13 +90,21 @@ def utf8_lines(stream: BinaryIO, source: str) -> Iterator[str]:
             if number == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                column = len(raw[: e.start].decode("utf-8")) + 1  # the bytes before the first bad one are UTF-8
-                raise ConllFormatError(
-                    f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); if it is "
-                    f"Latin-1 or Windows-1252, convert it: iconv -f cp1252 -t utf-8 {source} > {source}.utf8"
-                ) from None
+                yield decode_line(raw, source, number)
+            except ConllFormatError as e:
+                raise ConllFormatError(f"{e}; if it is Latin-1 or Windows-1252, convert it: "
+                                       f"iconv -f cp1252 -t utf-8 {source} > {source}.utf8") from None
+
+
+def decode_line(raw: bytes, source: str, number: int) -> str:
+    """Line `number` of `source` as text. Bytes that are not UTF-8 are an error naming the line and the character
+    column, since the decoder alone names neither."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        column = len(raw[: e.start].decode("utf-8")) + 1  # the bytes before the first bad one are UTF-8
+        raise ConllFormatError(f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                               f"{column})") from None
 
 
 def parse_conll(text: str, source: str = "<text>", scheme: str = "auto", labels: LabelSet | None = None

@@ -28,7 +28,7 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from data.conll import Sentence, read_tokens, write_sentences
+from data.conll import Sentence, decode_line, read_tokens, write_sentences
 from model.files import atomic_file
 from predictor.predictor import Predictor
 from tag.tagger import EntityTagger, load_tagger
@@ -42,11 +42,9 @@ def read_lines(stream: BinaryIO, source: str = "<stdin>") -> Iterator[str | Valu
     comes as a ValueError naming it, in its place, so that the lines after it are read too."""
     for number, raw in enumerate(stream, start=1):
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield ValueError(f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
-            continue
-        yield line.removesuffix("\n").removesuffix("\r")
+            yield decode_line(raw.removesuffix(b"\n").removesuffix(b"\r"), source, number)
+        except ValueError as e:
+            yield e
 
 
 def chunked(items: Iterable[str | ValueError], size: int) -> Iterator[list[str | ValueError]]:
