@@ -29,14 +29,9 @@ class Tagger(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) ids -> (B, T, num_labels) logits."""
-        hidden = self.backbone(input_ids, attention_mask, position_ids)
+        hidden = self.backbone(input_ids, attention_mask)
         return self.head(self.dropout(hidden))
 
     def loss(
@@ -44,11 +39,10 @@ class Tagger(nn.Module):
         input_ids: torch.Tensor,
         labels: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
         reduction: str = "mean",
     ) -> torch.Tensor:
         """Cross-entropy over labelled positions only (labels != IGNORE_INDEX); the head runs on those alone."""
-        hidden = self.backbone(input_ids, attention_mask, position_ids)
+        hidden = self.backbone(input_ids, attention_mask)
         labelled = labels != IGNORE_INDEX
         logits = self.head(self.dropout(hidden[labelled]))  # (N, num_labels)
         return F.cross_entropy(logits.float(), labels[labelled], reduction=reduction)
