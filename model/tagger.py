@@ -14,6 +14,13 @@ from model.llama import Llama
 IGNORE_INDEX = -100  # label of positions that carry no loss: padding, non-first subtokens, context tokens
 
 
+def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over the positions that carry a label (labels != IGNORE_INDEX), in float32: a bf16 log-softmax
+    would round the loss. logits (..., num_labels) and labels (...): (B, T, L) and (B, T), or (N, L) and (N,)."""
+    labelled = labels != IGNORE_INDEX
+    return F.cross_entropy(logits[labelled].float(), labels[labelled], reduction=reduction)
+
+
 class Tagger(nn.Module):
     """backbone -> dropout -> Linear(hidden, num_labels). Whether the backbone is bidirectional is its config's
     `causal` flag (and `bidirectional_top_layers`); `build_tagger` in `train/build.py` sets it, bidirectional by
@@ -41,8 +48,8 @@ class Tagger(nn.Module):
         attention_mask: torch.Tensor | None = None,
         reduction: str = "mean",
     ) -> torch.Tensor:
-        """Cross-entropy over labelled positions only (labels != IGNORE_INDEX); the head runs on those alone."""
+        """`labelled_cross_entropy` of the batch; the head runs on the labelled positions alone."""
         hidden = self.backbone(input_ids, attention_mask)
         labelled = labels != IGNORE_INDEX
         logits = self.head(self.dropout(hidden[labelled]))  # (N, num_labels)
-        return F.cross_entropy(logits.float(), labels[labelled], reduction=reduction)
+        return labelled_cross_entropy(logits, labels[labelled], reduction)
