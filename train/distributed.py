@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lora.inject import trainable_parameters
+
 # A rank that stops answering (hung, or its host gone) fails the others' next collective after this long
 # instead of blocking them forever. A rank that exits is noticed by torchrun at once, which stops the rest.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
@@ -124,9 +126,8 @@ def broadcast_trainable(model: nn.Module, world: World) -> None:
     """Give every rank rank 0's trainable tensors, so the replicas start (and hence stay) equal."""
     if world.distributed:
         with torch.no_grad():
-            for p in model.parameters():
-                if p.requires_grad:
-                    dist.broadcast(p.data, src=0)
+            for p in trainable_parameters(model).values():
+                dist.broadcast(p.data, src=0)
 
 
 def gather_objects(obj: Any, world: World) -> list[Any]:
@@ -151,7 +152,7 @@ def shard_frozen_base(tagger: nn.Module, device: torch.device, world: World) -> 
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (world.world_size,))
-    trainable = {p for p in tagger.parameters() if p.requires_grad}
+    trainable = set(trainable_parameters(tagger).values())
     backbone = tagger.backbone
     for block in backbone.layers:  # model.llama.Block
         fully_shard(block, mesh=mesh, ignored_params=trainable)
