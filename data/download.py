@@ -22,7 +22,7 @@ from typing import NamedTuple
 from urllib.request import urlopen
 
 from data.conll import ConllFormatError, parse_conll
-from model.files import atomic_file
+from model.files import DownloadError, atomic_file
 
 URL = "https://data.deepai.org/conll2003.zip"  # the `_URL` of eriktks/conll2003's conll2003.py
 
@@ -46,10 +46,6 @@ PUBLISHED = {
 DEFAULT_DIR = Path(__file__).resolve().parent / "conll2003"  # data/conll2003/, git-ignored
 ENV_VAR = "CONLL_DIR"
 TIMEOUT_S = 60
-
-
-class DownloadError(RuntimeError):
-    """The archive could not be fetched, or it is not CoNLL-2003 as released."""
 
 
 def download(out: str | Path = DEFAULT_DIR) -> Path:

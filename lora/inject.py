@@ -37,12 +37,17 @@ def lora_modules(model: nn.Module) -> list[tuple[str, LoRALinear]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
 
 
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """name -> parameter, for each that needs a gradient: what the optimizer steps, the ranks sum and a checkpoint
+    keeps (after `inject_lora`, LoRA's A/B and the `trainable` modules). A shared parameter once, by its first name."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
 def count_parameters(model: nn.Module) -> LoRASummary:
-    params = list(model.parameters())  # shared parameters are listed once
     return LoRASummary(
         lora_modules=len(lora_modules(model)),
-        trainable=sum(p.numel() for p in params if p.requires_grad),
-        total=sum(p.numel() for p in params),
+        trainable=sum(p.numel() for p in trainable_parameters(model).values()),
+        total=sum(p.numel() for p in model.parameters()),  # shared parameters are listed once
     )
 
 

@@ -6,7 +6,7 @@ padding_free.py  the blocks run on the real tokens only; attention goes back to 
 memory_saving.py SiluMul, an autograd function that keeps less for backward, beside its plain formula
 llama.py      RMSNorm, SwiGLU, Block, Llama                        tagger.py     backbone + token-classification head
 loading.py    fill a Llama from HF safetensors                     tokenizer.py  text <-> ids (tiktoken, sentencepiece)
-files.py      atomic file and folder writes, shared by every room that writes
+files.py      atomic file and folder writes, JSON reads and DownloadError, shared by every room
 """
 
 from model.config import LlamaConfig

@@ -1,5 +1,5 @@
 """Files that appear whole or not at all: written under a temporary name beside their final one, then renamed;
-and JSON files read with errors that name them.
+JSON files read with errors that name them; and the error of a download that failed.
 
 A rename within a folder is atomic, so a kill at any moment leaves either the old file (or folder) or the new one,
 never a torn one. A folder is replaced only when it holds nothing but the files its writer writes: no command
@@ -131,3 +131,8 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+
+
+class DownloadError(RuntimeError):
+    """A download (data/download.py, weights/download.py) failed, or fetched something other than what was asked
+    for, for a reason the user can fix; the message says which and how."""

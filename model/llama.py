@@ -81,20 +81,14 @@ class Llama(nn.Module):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T) -> final-normed hidden states (B, T, C), zeros at padding. Logits: `self.lm_head(output)`.
 
-        attention_mask (B, T): 1 for real tokens, 0 for padding; None when nothing is padded. position_ids (B, T)
-        default to 0..T-1 in every row (right padding).
+        attention_mask (B, T): 1 for real tokens, 0 for padding, which comes after them (right padding), so every
+        row's positions are 0..T-1; None when nothing is padded.
         """
         B, T = input_ids.shape
-        if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+        position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         # Padding-free: the blocks see the N real tokens only, as (N, C); attention alone goes back to the (B, T)
         # grid of sentences, inside `tokens.attend` (model/padding_free.py).
         tokens = RealTokens(attention_mask, B, T)

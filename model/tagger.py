@@ -15,8 +15,8 @@ IGNORE_INDEX = -100  # label of positions that carry no loss: padding, non-first
 
 
 def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy over the labelled positions only (labels != IGNORE_INDEX), in float32.
-    logits (..., num_labels), labels (...)."""
+    """Cross-entropy over the positions that carry a label (labels != IGNORE_INDEX), in float32: a bf16 log-softmax
+    would round the loss. logits (..., num_labels) and labels (...): (B, T, L) and (B, T), or (N, L) and (N,)."""
     labelled = labels != IGNORE_INDEX
     return F.cross_entropy(logits[labelled].float(), labels[labelled], reduction=reduction)
 
@@ -36,14 +36,9 @@ class Tagger(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) ids -> (B, T, num_labels) logits."""
-        hidden = self.backbone(input_ids, attention_mask, position_ids)
+        hidden = self.backbone(input_ids, attention_mask)
         return self.head(self.dropout(hidden))
 
     def loss(
@@ -51,11 +46,10 @@ class Tagger(nn.Module):
         input_ids: torch.Tensor,
         labels: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
         reduction: str = "mean",
     ) -> torch.Tensor:
-        """Cross-entropy over labelled positions only (labels != IGNORE_INDEX); the head runs on those alone."""
-        hidden = self.backbone(input_ids, attention_mask, position_ids)
+        """`labelled_cross_entropy` of the batch; the head runs on the labelled positions alone."""
+        hidden = self.backbone(input_ids, attention_mask)
         labelled = labels != IGNORE_INDEX
         logits = self.head(self.dropout(hidden[labelled]))  # (N, num_labels)
-        return F.cross_entropy(logits.float(), labels[labelled], reduction=reduction)
+        return labelled_cross_entropy(logits, labels[labelled], reduction)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lora.inject import inject_lora
+from lora.inject import inject_lora, trainable_parameters
 from lora.io import AdapterConfig
 from model import load_llama
 from model.tagger import Tagger
@@ -40,6 +40,5 @@ def make_trainable(tagger: Tagger, finetune: str, adapter: AdapterConfig | None 
 
 def keep_trainable_in_float32(tagger: Tagger) -> None:
     """LoRA and the head stay float32 over a bf16 base, so that small updates are not rounded away."""
-    for p in tagger.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()
+    for p in trainable_parameters(tagger).values():
+        p.data = p.data.float()

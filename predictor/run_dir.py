@@ -17,6 +17,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from data.labels import LabelSet
+from lora.inject import trainable_parameters
 from lora.io import CONFIG_NAME, WEIGHTS_NAME, load_adapter, load_tensors_into, read_adapter_config, save_adapter
 from model.files import atomic_file, atomic_folder, current_folder, read_json
 from model.tagger import Tagger
@@ -59,7 +60,7 @@ def save_tuned(tagger: Tagger, run_dir: Path, finetune: str) -> None:
         with atomic_folder(run_dir / ADAPTER_DIR, (WEIGHTS_NAME, CONFIG_NAME)) as tmp:
             save_adapter(tagger, tmp)
         return
-    tensors = {name: p.detach().contiguous() for name, p in tagger.named_parameters() if p.requires_grad}
+    tensors = {name: p.detach().contiguous() for name, p in trainable_parameters(tagger).items()}
     with atomic_file(run_dir / FINETUNED_NAME) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
 
@@ -72,4 +73,4 @@ def load_tuned(tagger: Tagger, run_dir: Path, finetune: str) -> None:
     if finetune == "lora":
         load_adapter(tagger, path)
     else:
-        load_tensors_into(path, {name: p for name, p in tagger.named_parameters() if p.requires_grad})
+        load_tensors_into(path, trainable_parameters(tagger))

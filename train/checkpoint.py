@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lora.inject import trainable_parameters
 from model.files import atomic_file
 from train.schedule import WarmupCosine
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    return {name: p.detach().clone() for name, p in trainable_parameters(model).items()}
 
 
 def rng_state() -> dict[str, Any]:
@@ -75,7 +76,7 @@ def load_checkpoint(
         raise ValueError(f"{path}: written by {saved_world_size} process(es) but this run has {world_size}; resume "
                          f"it with {saved_world_size} (torchrun --nnodes x --nproc_per_node; 1 is plain "
                          f"`python -m train`), or choose another --out")
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    params = trainable_parameters(model)
     if set(params) != set(state["trainable"]):
         diff = sorted(set(params) ^ set(state["trainable"]))
         raise ValueError(f"{path}: checkpoint does not fit this model (differs in {diff[:3]} ...)")

@@ -29,6 +29,7 @@ from torch import nn
 from data.align import Example
 from data.batching import shard_plan
 from data.conll import Sentence
+from lora.inject import trainable_parameters
 from predictor.predictor import Predictor, Tagged, WindowScores
 
 # A rank that stops answering (hung, or its host gone) fails the others' next collective after this long
@@ -129,9 +130,8 @@ def broadcast_trainable(model: nn.Module, world: World) -> None:
     """Give every rank rank 0's trainable tensors, so the replicas start (and hence stay) equal."""
     if world.distributed:
         with torch.no_grad():
-            for p in model.parameters():
-                if p.requires_grad:
-                    dist.broadcast(p.data, src=0)
+            for p in trainable_parameters(model).values():
+                dist.broadcast(p.data, src=0)
 
 
 def gather_objects(obj: Any, world: World) -> list[Any]:
@@ -156,7 +156,7 @@ def shard_frozen_base(tagger: nn.Module, device: torch.device, world: World) -> 
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (world.world_size,))
-    trainable = {p for p in tagger.parameters() if p.requires_grad}
+    trainable = set(trainable_parameters(tagger).values())
     backbone = tagger.backbone
     for block in backbone.layers:  # model.llama.Block
         fully_shard(block, mesh=mesh, ignored_params=trainable)

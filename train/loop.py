@@ -32,7 +32,7 @@ from data.conll import Sentence, read_conll
 from data.download import resolve_data_dir
 from data.labels import LabelSet
 from data.views import VIEW_NAMES, VIEWS, once_per_view, some_without_final_punctuation, taken_out, views
-from lora.inject import count_parameters
+from lora.inject import count_parameters, trainable_parameters
 from model import load_tokenizer
 from model.tagger import Tagger
 from predictor.device import resolve_device
@@ -202,7 +202,7 @@ def fitting(config: TrainConfig, world: World, tagger: Tagger, examples: list[Ex
     steps_per_epoch = len(epoch_plan(examples, batch_size, batch_tokens, config.seed, 0, world))
     # A fraction of an epoch ends on the step that holds it; the tolerance because 1.1 * 10 is 11.000000000000002.
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch - 1e-9)
-    optimizer = AdamW([p for p in tagger.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = AdamW(list(trainable_parameters(tagger).values()), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = WarmupCosine(optimizer, total_steps, warmup_steps=int(config.warmup_ratio * total_steps),
                              min_lr_ratio=config.min_lr_ratio)
     return Fitting(examples, batch_size, batch_tokens, optimizer, scheduler)
@@ -253,7 +253,7 @@ def train_process(
     progress = start_or_resume(run)
     tagger, fitting = run.predictor.tagger, run.fitting
     total_steps = fitting.scheduler.total_steps
-    trainable = [p for p in tagger.parameters() if p.requires_grad]
+    trainable = list(trainable_parameters(tagger).values())
     tagger.train()
     bar = tqdm(total=total_steps, initial=progress.step, desc="train", unit="step", dynamic_ncols=True,
                disable=not world.is_main)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from data.batching import Batch
+from lora.inject import trainable_parameters
 from model.tagger import IGNORE_INDEX, Tagger
 from predictor.device import autocast
 from train.distributed import SINGLE_PROCESS, World, sum_gradients_over_ranks, sum_over_ranks
@@ -47,7 +48,7 @@ def forward_backward(
         tokens += int((batch.attention_mask > 0).sum())
     if not world.distributed:
         return loss_total, tokens
-    sum_gradients_over_ranks([p for p in tagger.parameters() if p.requires_grad])
+    sum_gradients_over_ranks(list(trainable_parameters(tagger).values()))
     loss_total, tokens = sum_over_ranks([loss_total, tokens], world, device)
     return loss_total, int(tokens)
 

@@ -1,2 +1,3 @@
 """Checkpoint folders in HF layout: downloaded from the hub (`download`) or converted from GGUF (`convert_gguf`).
-Imports only model (its atomic folder writes); everything else only reads the folders written here."""
+Imports only model's file helpers (atomic writes, DownloadError); everything else only reads the folders written
+here."""

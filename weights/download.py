@@ -22,6 +22,8 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 
+from model.files import DownloadError
+
 DEFAULT_REPO = "meta-llama/Llama-3.2-1B"
 DEFAULT_OUT = Path(__file__).resolve().parent / "llama-3.2-1b"
 # What model/loading.py and model/tokenizer.py read; skips the original/ consolidated.pth copy.
@@ -35,10 +37,6 @@ ALLOW_PATTERNS = [
     "special_tokens_map.json",
     "tokenizer.model",
 ]
-
-
-class DownloadError(RuntimeError):
-    """A download failed for a reason the user can fix; the message says how."""
 
 
 def download(repo_id: str = DEFAULT_REPO, out_dir: str | Path = DEFAULT_OUT, token: str | None = None) -> Path:

@@ -12,6 +12,7 @@ import pytest
 
 import data.download as download_module
 from data.conll import read_conll
+from model.files import DownloadError
 from tests.conll_data import needs_conll, slice_conll
 
 pytestmark = needs_conll
@@ -86,7 +87,7 @@ def test_published_counts_are_those_of_the_real_files(conll_dir):
 def test_download_refuses_a_copy_that_differs_from_the_release(tmp_path, release, monkeypatch, damage, message):
     release["train.txt"] = damage(release["train.txt"].decode()).encode()
     serve(monkeypatch, release)
-    with pytest.raises(download_module.DownloadError, match=re.escape(message)):
+    with pytest.raises(DownloadError, match=re.escape(message)):
         download_module.download(tmp_path / "conll")
     assert not (tmp_path / "conll").exists()  # nothing written unless every split is the release's
 
@@ -94,17 +95,17 @@ def test_download_refuses_a_copy_that_differs_from_the_release(tmp_path, release
 def test_download_refuses_an_archive_without_a_split_or_not_a_zip(tmp_path, release, monkeypatch):
     del release["test.txt"]
     serve(monkeypatch, release)
-    with pytest.raises(download_module.DownloadError, match=f"{re.escape(download_module.URL)}: no test.txt in it"):
+    with pytest.raises(DownloadError, match=f"{re.escape(download_module.URL)}: no test.txt in it"):
         download_module.download(tmp_path / "conll")
     monkeypatch.setattr(download_module, "urlopen", lambda url, timeout: io.BytesIO(b"<html>moved</html>"))
-    with pytest.raises(download_module.DownloadError, match="is not a zip archive"):
+    with pytest.raises(DownloadError, match="is not a zip archive"):
         download_module.download(tmp_path / "conll")
     assert not (tmp_path / "conll").exists()
 
 
 def test_download_offline_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(download_module, "urlopen", offline)
-    with pytest.raises(download_module.DownloadError, match="offline, or the site is unreachable"):
+    with pytest.raises(DownloadError, match="offline, or the site is unreachable"):
         download_module.download(tmp_path / "conll")
     assert download_module.main(["--out", str(tmp_path / "conll")]) == 1
     err = capsys.readouterr().err

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lora import (LLAMA_TARGETS, LoRALinear, inject_lora, load_adapter, lora_modules, lora_state_dict,
-                  merge_lora, read_adapter_config, save_adapter)
+                  merge_lora, read_adapter_config, save_adapter, trainable_parameters)
 from lora.io import CONFIG_NAME, WEIGHTS_NAME
 
 DIM, HIDDEN, VOCAB, LABELS = 16, 24, 50, 5
@@ -226,6 +226,16 @@ def test_only_lora_and_head_receive_gradients():
             assert p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0, name
         else:
             assert not p.requires_grad and p.grad is None, name
+
+
+def test_trainable_parameters_are_the_adapters_and_the_head_by_name():
+    model = make_model()
+    inject_lora(model, targets=("q_proj", "down_proj"), r=4, alpha=8)
+    trainable = trainable_parameters(model)
+    expected = [f"layers.{i}.{module}.lora_{ab}" for i in (0, 1) for module in ("self_attn.q_proj", "mlp.down_proj")
+                for ab in "AB"]
+    assert sorted(trainable) == sorted([*expected, "head.weight", "head.bias"])
+    assert all(trainable[name] is model.get_parameter(name) for name in trainable)
 
 
 def test_inject_subset_of_targets_and_no_trainable_head():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from model.config import LlamaConfig
 from model.llama import Llama
-from model.tagger import IGNORE_INDEX, Tagger
+from model.tagger import IGNORE_INDEX, Tagger, labelled_cross_entropy
 
 
 def tiny_tagger(causal: bool = False) -> Tagger:
@@ -27,6 +27,22 @@ def test_loss_is_cross_entropy_over_labelled_positions_only():
     logits = tagger(ids, mask)
     expected = F.cross_entropy(logits.reshape(-1, 9), labels.reshape(-1), ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(tagger.loss(ids, labels, mask), expected)
+
+
+def test_labelled_cross_entropy_is_minus_the_log_likelihood_of_each_label_in_float32():
+    g = torch.Generator().manual_seed(2)
+    logits = (3 * torch.randn(2, 6, 9, generator=g)).to(torch.bfloat16)  # (B, T, L), as under autocast
+    labels = torch.randint(0, 9, (2, 6), generator=g)
+    labels[0, 0] = labels[1, 2] = IGNORE_INDEX
+    labels[1, 4:] = IGNORE_INDEX
+    terms = [-logits[b, t].double().log_softmax(-1)[labels[b, t]]
+             for b in range(2) for t in range(6) if labels[b, t] != IGNORE_INDEX]
+    total = labelled_cross_entropy(logits, labels, reduction="sum")
+    assert total.dtype == torch.float32 and len(terms) == 8
+    torch.testing.assert_close(total.double(), sum(terms), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(labelled_cross_entropy(logits, labels).double(), sum(terms) / 8, rtol=1e-6, atol=1e-6)
+    flat = labels != IGNORE_INDEX  # (N, L) and (N,) give the same
+    torch.testing.assert_close(labelled_cross_entropy(logits[flat], labels[flat], reduction="sum"), total)
 
 
 def test_vocabulary_projection_is_never_computed():

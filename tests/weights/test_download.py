@@ -7,8 +7,9 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.utils import hf_raise_for_status
 
+from model.files import DownloadError
 from weights import download as download_module
-from weights.download import ALLOW_PATTERNS, DownloadError, download, main
+from weights.download import ALLOW_PATTERNS, download, main
 
 REPO = "meta-llama/Llama-3.2-1B"
 
