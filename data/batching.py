@@ -46,6 +46,8 @@ def bucketed_plan(
     length (longest first) within each chunk, batched, and the batches shuffled; the seed and
     epoch fix the order. Evaluation (shuffle=False): one chunk of everything, longest first.
     A batch holds `batch_size` examples, or as many as keep rows x longest row <= `max_tokens`.
+    Besides the lengths every parameter is a keyword with a default: a caller names the one size it sets and the
+    order it wants, training's or evaluation's.
     """
     if (batch_size is None) == (max_tokens is None):
         raise ValueError("give exactly one of batch_size and max_tokens")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -92,6 +93,7 @@ class Tokenizer(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
 
+@dataclass
 class TiktokenTokenizer:
     """Byte-level BPE run by tiktoken.
 
@@ -100,32 +102,23 @@ class TiktokenTokenizer:
     lacks and that has no unk token to fall back to: encoding it is an error.
     """
 
-    def __init__(
-        self,
-        encoding: tiktoken.Encoding,
-        rank_to_id: list[int] | None,
-        id_to_bytes: dict[int, bytes],
-        bos_id: int,
-        eos_id: int,
-        pad_id: int,
-        vocab_size: int,
-        source: Path,
-    ):
-        self._encoding = encoding
-        self._rank_to_id = rank_to_id
-        self._id_to_bytes = id_to_bytes
-        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
-        self.vocab_size = vocab_size
-        self.source = source
+    encoding: tiktoken.Encoding
+    rank_to_id: list[int] | None
+    id_to_bytes: dict[int, bytes]
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    vocab_size: int
+    source: Path  # the file it was read from, named in errors
 
     def encode(self, text: str, bos: bool = False) -> list[int]:
-        ranks = self._encoding.encode_ordinary(text)
-        if self._rank_to_id is None:
+        ranks = self.encoding.encode_ordinary(text)
+        if self.rank_to_id is None:
             ids = ranks
         else:
-            ids = [self._rank_to_id[r] for r in ranks]
+            ids = [self.rank_to_id[r] for r in ranks]
             if -1 in ids:
-                missing = sorted({r for r in ranks if self._rank_to_id[r] == -1})  # byte ranks = byte values
+                missing = sorted({r for r in ranks if self.rank_to_id[r] == -1})  # byte ranks = byte values
                 raise ValueError(
                     f"cannot encode {text[:60]!r}: byte(s) {', '.join(f'0x{b:02x}' for b in missing)} "
                     f"are not in the vocabulary of {self.source} and it has no unk_token"
@@ -138,7 +131,7 @@ class TiktokenTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         try:
-            data = b"".join(self._id_to_bytes[i] for i in ids)
+            data = b"".join(self.id_to_bytes[i] for i in ids)
         except KeyError as err:
             raise ValueError(f"token id {err.args[0]} is not in the vocabulary of {self.source}") from None
         return data.decode("utf-8", errors="replace")
