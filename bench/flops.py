@@ -56,7 +56,8 @@ def mean_attended(lengths: list[int]) -> float:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 matmul instructions; without them a bf16 matmul runs at about 1 GFLOP/s."""
+    """Whether this CPU has bf16 matmul instructions; without them a bf16 matmul crawls
+    (docs/performance.md#the-older-measurement)."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     capability = torch.backends.cpu.get_cpu_capability()
     return "avx512_bf16" in flags or "amx_bf16" in flags or capability in ("AVX512_BF16", "AMX")

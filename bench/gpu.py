@@ -9,9 +9,9 @@ in bf16 on a GPU (float32 on a CPU unless `--precision bf16`), bf16 autocast, SD
 in float32. Weights keep PyTorch's module defaults (seeded): speed does not depend on their values.
 
 Sentences are random token ids with CoNLL-2003 lengths: drawn by inverse CDF from `CONLL_LENGTH_QUANTILES`, the
-quantiles of the 14,041 training sentences in Llama 3 tokens with BOS (mean 20.6, median 17, 99th percentile
-56, longest 170; the draws have mean 20.6 and mean attended length 28.9, the data 28.3). About 70% of the
-positions after BOS carry a random label, like the first subtoken of each word (14.5 words per sentence).
+quantiles of its training sentences in Llama 3 tokens with BOS. `LABELLED_FRACTION` of the positions after BOS
+carry a random label, as the first subtoken of each word does. How close the draws come to the data:
+docs/performance.md#on-a-gpu-make-bench-gpu.
 Sentences are bucketed by length into batches of `--batch-size` (`data.batching.bucketed_plan`), collated and
 moved to the device before the clock starts, so the timings are the model's alone.
 
@@ -68,7 +68,7 @@ CONLL_LENGTH_QUANTILES = (
     (0.0, 2), (0.05, 5), (0.1, 8), (0.2, 10), (0.3, 12), (0.4, 15), (0.5, 17), (0.6, 20), (0.7, 25),
     (0.8, 31), (0.9, 39), (0.95, 45), (0.99, 56), (0.999, 73), (1.0, 170),
 )
-LABELLED_FRACTION = 0.7  # words per token in CoNLL-2003: 14.5 words in 20.6 tokens
+LABELLED_FRACTION = 0.7  # words per token in CoNLL-2003 (docs/performance.md#on-a-gpu-make-bench-gpu)
 NUM_LABELS = 9  # a CoNLL-2003-sized head: O and B-/I- for four types
 
 
