@@ -6,6 +6,7 @@ tagging.py       tagging raw texts: our API and predict against the transformers
 eval_batches.py  evaluation speed by padded-token budget per batch, the results checked equal
 confidence.py    do the entity scores rank: precision by score band and AUROC
 flops.py         model FLOPs and the matmul ceiling, for the MFU of the others
+timing.py        the clock: warm-up off it, a GPU waited for at both ends
 
 May import every room; nothing imports bench but its tests.
 """

@@ -20,11 +20,11 @@ in the same run on the same device.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
+from bench.timing import time_calls
 from model.config import LlamaConfig
 
 
@@ -56,16 +56,11 @@ def mean_attended(lengths: list[int]) -> float:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 matmul instructions; without them a bf16 matmul runs at about 1 GFLOP/s."""
+    """Whether this CPU has bf16 matmul instructions; without them a bf16 matmul crawls
+    (docs/performance.md#the-older-measurement)."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     capability = torch.backends.cpu.get_cpu_capability()
     return "avx512_bf16" in flags or "amx_bf16" in flags or capability in ("AVX512_BF16", "AMX")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the kernels queued on a GPU, so a clock read after it times them; a CPU runs them eagerly."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def matmul_ceiling(device: torch.device, dtype: torch.dtype) -> float:
@@ -80,11 +75,9 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype) -> float:
     else:
         n, repeats, warmup = 2048, 5, 1
     a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
-    for _ in range(warmup):
+
+    def multiply(_: int) -> None:  # returns nothing: each product's memory is free for the next
         a @ b
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+    seconds, _ = time_calls(multiply, range(warmup), range(repeats), device)
+    return 2 * n**3 * repeats / seconds

@@ -9,14 +9,16 @@ in bf16 on a GPU (float32 on a CPU unless `--precision bf16`), bf16 autocast, SD
 in float32. Weights keep PyTorch's module defaults (seeded): speed does not depend on their values.
 
 Sentences are random token ids with CoNLL-2003 lengths: drawn by inverse CDF from `CONLL_LENGTH_QUANTILES`, the
-quantiles of the 14,041 training sentences in Llama 3 tokens with BOS (mean 20.6, median 17, 99th percentile
-56, longest 170; the draws have mean 20.6 and mean attended length 28.9, the data 28.3). About 70% of the
-positions after BOS carry a random label, like the first subtoken of each word (14.5 words per sentence).
+quantiles of its training sentences in Llama 3 tokens with BOS. `LABELLED_FRACTION` of the positions after BOS
+carry a random label, as the first subtoken of each word does. How close the draws come to the data:
+docs/performance.md#on-a-gpu-make-bench-gpu.
 Sentences are bucketed by length into batches of `--batch-size` (`data.batching.bucketed_plan`), collated and
 moved to the device before the clock starts, so the timings are the model's alone.
 
-A training step is training's: forward, backward, then `train.step.update` (gradient norm clipped at 1.0, AdamW).
-The timed loop never waits for the device: no `.item()`, and the norm stays on it.
+A training step is training's own: `train.step.forward_backward`, then `train.step.update` (gradient norm clipped at
+1.0, AdamW), so the clock sees what training pays, the labelled-token count and the loss it reads back from the
+device each step included. The clock (bench/timing.py) starts after the warm-up steps and waits for the GPU at
+both ends.
 
 Model FLOPs and MFU are `bench/flops.py`'s: per real token, forward = 2 x the blocks' projection weights + 4 x
 layers x mean attended length x heads x head_dim; a LoRA training step with a frozen base = 2 x the linear part
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import sys
@@ -40,10 +43,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.flops import forward_flops_per_token, matmul_ceiling, mean_attended, synchronize, train_flops_per_token
+from bench.flops import forward_flops_per_token, matmul_ceiling, mean_attended, train_flops_per_token
+from bench.timing import time_calls
 from data.align import Example
 from data.batching import Batch, bucketed_plan, collate
-from lora.inject import LLAMA_TARGETS, count_parameters, inject_lora
+from lora.inject import LLAMA_TARGETS, count_parameters, inject_lora, trainable_parameters
 from model.config import PRESETS, LlamaConfig
 from model.llama import Llama
 from model.tagger import IGNORE_INDEX, Tagger
@@ -52,7 +56,7 @@ from train.build import compile_blocks
 from train.config import TrainConfig
 from predictor.device import autocast, use_bf16
 from train.optim import AdamW
-from train.step import update
+from train.step import forward_backward, update
 
 # A 2-layer model with grouped-query attention, small enough for a CPU test to train in seconds.
 TINY = LlamaConfig(vocab_size=256, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
@@ -65,7 +69,7 @@ CONLL_LENGTH_QUANTILES = (
     (0.0, 2), (0.05, 5), (0.1, 8), (0.2, 10), (0.3, 12), (0.4, 15), (0.5, 17), (0.6, 20), (0.7, 25),
     (0.8, 31), (0.9, 39), (0.95, 45), (0.99, 56), (0.999, 73), (1.0, 170),
 )
-LABELLED_FRACTION = 0.7  # words per token in CoNLL-2003: 14.5 words in 20.6 tokens
+LABELLED_FRACTION = 0.7  # words per token in CoNLL-2003 (docs/performance.md#on-a-gpu-make-bench-gpu)
 NUM_LABELS = 9  # a CoNLL-2003-sized head: O and B-/I- for four types
 
 
@@ -139,45 +143,33 @@ def synthetic_batches(args: argparse.Namespace, config: LlamaConfig, device: tor
 def time_training(tagger: Tagger, warmup: list[Batch], timed: list[Batch], bf16: bool) -> tuple[float, list[float]]:
     """Seconds of the timed training steps (after the untimed warm-up steps), and their losses."""
     device = tagger.head.weight.device
-    trainable = [p for p in tagger.parameters() if p.requires_grad]
+    trainable = list(trainable_parameters(tagger).values())
     optimizer = AdamW(trainable, lr=1e-4, weight_decay=0.0)
 
-    def train_step(batch: Batch) -> torch.Tensor:
-        with autocast(device, bf16):
-            loss = tagger.loss(batch.input_ids, batch.labels, batch.attention_mask)
-        loss.backward()
+    def train_step(batch: Batch) -> float:
+        loss, _ = forward_backward(tagger, [batch], device, bf16)
         update(trainable, optimizer, clip_grad_norm=TrainConfig().clip_grad_norm)
-        return loss.detach()
+        return loss
 
     tagger.train()
-    for batch in warmup:
-        train_step(batch)
-    synchronize(device)
-    start = time.perf_counter()
-    losses = [train_step(batch) for batch in timed]  # no .item() inside: it would wait for the device each step
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    losses = torch.stack(losses).float().cpu()
-    if not bool(torch.isfinite(losses).all()):
-        raise RuntimeError(f"training loss is not finite: {losses.tolist()}")
-    return seconds, losses.tolist()
+    seconds, losses = time_calls(train_step, warmup, timed, device)
+    if not all(math.isfinite(loss) for loss in losses):
+        raise RuntimeError(f"training loss is not finite: {losses}")
+    return seconds, losses
 
 
 def time_tagging(tagger: Tagger, batches: list[Batch], bf16: bool) -> float:
     """Seconds to tag `batches` in eval mode, after two untimed batches (eval mode may pick other kernels)."""
     device = tagger.head.weight.device
+
+    def tag(batch: Batch) -> None:
+        with autocast(device, bf16):
+            tagger(batch.input_ids, batch.attention_mask)
+
     tagger.eval()
     with torch.inference_mode():
-        for batch in batches[:2]:
-            with autocast(device, bf16):
-                tagger(batch.input_ids, batch.attention_mask)
-        synchronize(device)
-        start = time.perf_counter()
-        for batch in batches:
-            with autocast(device, bf16):
-                tagger(batch.input_ids, batch.attention_mask)
-        synchronize(device)
-    return time.perf_counter() - start
+        seconds, _ = time_calls(tag, batches[:2], batches, device)
+    return seconds
 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:

@@ -12,11 +12,12 @@ subprocess so its peak memory is its own. Batching:
 Ours is also measured with activation checkpointing ("recompute": each block's activations recomputed in the
 backward pass instead of stored), the option for memory over speed.
 
-A training step is training's: forward and backward, then `train.step.update` (gradient norm clipped at 1.0,
-AdamW, gradients cleared), for both systems. Model FLOPs and MFU are `bench/flops.py`'s: per real token,
-forward = 2 x the blocks' projection weights + 4 x layers x mean attended length x heads x head_dim; a LoRA step
-with a frozen base = 2 x the linear part + 3 x the attention part. MFU = achieved model FLOP/s / the matmul
-ceiling of the same precision measured in the same run.
+Our training step is training's own: `train.step.forward_backward`, then `train.step.update` (gradient norm clipped
+at 1.0, AdamW, gradients cleared); HF + PEFT's is its model's forward and backward, written plainly, then the same
+update. Both are timed by the same clock (bench/timing.py), after WARMUP_STEPS untimed steps. Model FLOPs and MFU
+are `bench/flops.py`'s: per real token, forward = 2 x the blocks' projection weights + 4 x layers x mean attended
+length x heads x head_dim; a LoRA step with a frozen base = 2 x the linear part + 3 x the attention part. MFU =
+achieved model FLOP/s / the matmul ceiling of the same precision measured in the same run.
 
 bf16 (measured when the CPU has bf16 matmul instructions, AVX512-BF16 or AMX, or with --bf16 on): both systems
 again with the frozen base stored in bf16 and every step under bf16 autocast, LoRA and head in float32. Its
@@ -32,18 +33,18 @@ import random
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from bench.flops import cpu_has_bf16, forward_flops_per_token, matmul_ceiling, mean_attended, train_flops_per_token
+from bench.timing import time_calls
 from data.align import build_examples
 from data.batching import Batch, Plan, bucketed_plan, collate
 from data.conll import Sentence, read_conll
 from data.labels import LabelSet
-from lora.inject import LLAMA_TARGETS
+from lora.inject import LLAMA_TARGETS, trainable_parameters
 from model import LlamaConfig, load_tokenizer
 from model.tagger import Tagger
 from train.build import build_tagger
@@ -132,27 +133,24 @@ def tag_batch(system: str, model: nn.Module, batch: Batch) -> torch.Tensor:
 
 def time_training(system: str, model: nn.Module, batches: list[Batch], bf16: bool) -> tuple[float, list[float]]:
     """Seconds to train on every batch once, after WARMUP_STEPS untimed steps; the losses of the timed steps."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = list(trainable_parameters(model).values())
     optimizer = AdamW(trainable, lr=1e-4, weight_decay=0.0)
+
+    def step(batch: Batch) -> float:
+        loss = train_step(system, model, batch, bf16)
+        update(trainable, optimizer, clip_grad_norm=CLIP_GRAD_NORM)
+        return loss
+
     model.train()
-    for batch in batches[:WARMUP_STEPS]:
-        train_step(system, model, batch, bf16)
-        update(trainable, optimizer, clip_grad_norm=CLIP_GRAD_NORM)
-    start = time.perf_counter()
-    losses = []
-    for batch in batches:
-        losses.append(train_step(system, model, batch, bf16))
-        update(trainable, optimizer, clip_grad_norm=CLIP_GRAD_NORM)
-    return time.perf_counter() - start, losses
+    return time_calls(step, batches[:WARMUP_STEPS], batches, CPU)
 
 
 def time_tagging(system: str, model: nn.Module, batches: list[Batch], bf16: bool) -> float:
+    """Seconds to tag every batch once, right after training (no warm-up)."""
     model.eval()
-    start = time.perf_counter()
     with torch.inference_mode(), autocast(CPU, bf16):
-        for batch in batches:
-            tag_batch(system, model, batch)
-    return time.perf_counter() - start
+        seconds, _ = time_calls(lambda batch: tag_batch(system, model, batch), [], batches, CPU)
+    return seconds
 
 
 def current_rss() -> int:

@@ -7,5 +7,5 @@ align.py    Sentence -> Example (subword windows over documents or sentences) an
 batching.py Example -> Batch (length buckets, seeded, sharded)
 decode.py   label scores per word -> tags (Viterbi under IOB2 constraints, or argmax)
 metrics.py  entity chunks and precision / recall / F1 as conlleval counts them
-download.py fetch CoNLL-2003 from the Hugging Face hub; find the data directory
+download.py fetch CoNLL-2003 as released (the archive the hub's conll2003 script reads); find the data directory
 """
