@@ -5,6 +5,8 @@ train and tag never each other, and nothing but tests imports bench."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,13 @@ def test_every_room_says_what_it_holds_and_may_import():
     for room in ROOMS:
         doc = ast.get_docstring(ast.parse((ROOT / room / "__init__.py").read_text()))
         assert doc and "import" in doc.lower(), f"{room}/__init__.py does not say what it may import"
+
+
+def test_tagging_loads_nothing_of_training():
+    """What `tag/` imports, directly or through `predictor/`, never reaches `train/`: a server or a user of the API
+    needs nothing of the training package. Checked in a fresh interpreter, after importing every module of tag/."""
+    modules = sorted(f"tag.{path.stem}" for path in (ROOT / "tag").glob("*.py") if path.stem != "__init__")
+    code = (f"import importlib, sys\nfor name in {modules!r}: importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('train', 'bench')))")
+    found = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
