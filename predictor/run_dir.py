@@ -12,7 +12,9 @@ atomically (model/files.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from safetensors.torch import save_file
 
@@ -23,6 +25,8 @@ from model.files import atomic_file, atomic_folder, current_folder, read_json
 from model.tagger import Tagger
 from predictor.build import make_trainable
 from predictor.settings import TaggingSettings
+
+T = TypeVar("T")
 
 TAGGING_FILE = "tagging.json"
 ADAPTER_DIR = "adapter"
@@ -36,14 +40,20 @@ def write_tagging(run_dir: Path, settings: TaggingSettings, labels: LabelSet) ->
 
 def read_tagging(run_dir: Path) -> tuple[TaggingSettings, LabelSet]:
     """The settings and labels of a run directory's tagging.json."""
-    path = run_dir / TAGGING_FILE
+    return read_run_file(run_dir / TAGGING_FILE, "tagging", lambda raw: (
+        TaggingSettings.from_json(raw["settings"]), LabelSet(tuple(raw["labels"]))))
+
+
+def read_run_file(path: Path, kind: str, parse: Callable[[Any], T]) -> T:
+    """`parse` of a run directory's JSON file: a missing file means the folder is no run directory, one that does
+    not parse was written by another version of llama-ner (or by hand)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not a run directory (no {TAGGING_FILE})")
+        raise FileNotFoundError(f"{path}: not a run directory (no {path.name})")
     raw = read_json(path)
     try:
-        return TaggingSettings.from_json(raw["settings"]), LabelSet(tuple(raw["labels"]))
+        return parse(raw)
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: not a tagging file of this version of llama-ner ({e})") from None
+        raise ValueError(f"{path}: not a {kind} file of this version of llama-ner ({e})") from None
 
 
 def tuned_path(run_dir: Path, finetune: str) -> Path:

@@ -9,9 +9,9 @@
     curves.png             loss and F1 of training and validation against the step (train/curves.py)
     .lock                  held (flock) by the training writing the directory
 
-Training writes it (rank 0 alone); `tag/` reads only what predictor/run_dir.py names. Every file is replaced atomically (model/files.py). Training
-resumes a directory of the same settings, data and base weights from its checkpoint, and refuses any other that
-holds results: it never starts over on top of them.
+Training writes it (rank 0 alone); `tag/` reads only what predictor/run_dir.py names. Every file is replaced
+atomically (model/files.py). Training resumes a directory of the same settings, data and base weights from its
+checkpoint, and refuses any other that holds results: it never starts over on top of them.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from data.labels import LabelSet
-from model.files import atomic_file, current_folder, read_json
-from predictor.run_dir import ADAPTER_DIR, FINETUNED_NAME, write_tagging
+from model.files import atomic_file, current_folder
+from predictor.run_dir import ADAPTER_DIR, FINETUNED_NAME, read_run_file, write_tagging
 from train.config import TrainConfig
 from train.sources import changed_sources
 
@@ -65,14 +65,8 @@ def write_run_info(run_dir: Path, config: TrainConfig, labels: LabelSet, sources
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     """run.json as written by `write_run_info`, with its settings read back into a TrainConfig."""
-    path = run_dir / RUN_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not a run directory (no {RUN_FILE})")
-    info = read_json(path)
-    try:
-        return {**info, "config": TrainConfig.from_json(info["config"])}
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: not a run file of this version of llama-ner ({e})") from None
+    return read_run_file(run_dir / RUN_FILE, "run",
+                         lambda info: {**info, "config": TrainConfig.from_json(info["config"])})
 
 
 def log_record(run_dir: Path, record: dict[str, Any]) -> None:
