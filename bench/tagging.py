@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             found = tagger.tag(texts)
             seconds[name] = time.perf_counter() - start
-        lengths = [len(tagger.run.tokenizer.encode(" " + t, bos=False)) + 1 for t in texts]  # + BOS
-        config = tagger.run.tagger.backbone.config
+        lengths = [len(tagger.predictor.tokenizer.encode(" " + t, bos=False)) + 1 for t in texts]  # + BOS
+        config = tagger.predictor.tagger.backbone.config
         del tagger
         seconds["predict"], out = timed([sys.executable, "-m", "tag.predict", "--run", str(args.run)], stdin=lines)
         assert len(out.splitlines()) == len(texts), "predict dropped a line"
