@@ -40,8 +40,10 @@ SERIES = (  # name, colour, the record's key in the loss panel (None: not drawn 
     (f"valid {VIEW_NAMES['bare']}", VALID_BARE, None, "valid_bare_f1"),
     ("train sample", TRAIN_SAMPLE, "train_loss", "train_f1"),
 )
-STYLE = {"eval": dict(linestyle="none", marker="o", markersize=7, markeredgecolor="white", zorder=3),
-         "subset_eval": dict(linestyle="-", linewidth=1.6, marker="o", markersize=3, zorder=2)}
+STYLE = {  # full evaluations: markers alone; subset ones: a line through small markers at its points
+    "eval": dict(linestyle="none", marker="o", markersize=7, markeredgecolor="white", zorder=3),
+    "subset_eval": dict(linestyle="-", linewidth=1.6, marker="o", markersize=3, zorder=2),
+}
 SIZE_INCHES, DPI = (14.0, 5.6), 100  # two panels side by side, loss left, F1 right, legend below: 1400 x 560 pixels
 
 
@@ -156,7 +158,7 @@ def figure_legend(figure: Figure, batch: list[Line2D], records: list[dict]) -> N
     """One legend below both panels: the training-batch lines, then each evaluated series once, by its colour,
     then each kind of evaluation once, by its style; in up to four columns, inside the figure (constrained layout
     makes room for an "outside" legend)."""
-    evaluated = [r for r in records if r["type"] in STYLE]
+    evaluated = [r for r in records if r["type"] != "train"]
     handles = batch + [Line2D([], [], color=color, linewidth=3, label=name) for name, color, loss, f1 in SERIES
                        if any(key in r for r in evaluated for key in (loss, f1))]
     for kind, what, scored in (("eval", "full evaluation", "{} valid sentences"),
