@@ -92,8 +92,10 @@ class TrainConfig:
     eval_every: int | None = None  # optimizer steps between full evaluations (keep the best); None: once per epoch
     # Between full evaluations, for the curves: every N steps score the first `subset_eval_sentences` of the
     # validation and training sentences (None or 0: never). They keep no adapter and do not count for --patience.
-    subset_eval_every: int | None = 300
-    subset_eval_sentences: int = 250
+    # Small and often: a default run gets eight points before its full evaluation for a few % of its time
+    # (docs/design.md#a-run-directory).
+    subset_eval_every: int | None = 100
+    subset_eval_sentences: int = 100
     # Padded tokens per evaluation batch: on a CPU, 2048 tags faster than 8192, likely since a batch's activations
     # then stay nearer the caches (docs/performance.md#evaluation-batches-python--m-bencheval_batches); a GPU recipe
     # wants larger batches.

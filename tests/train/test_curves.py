@@ -1,5 +1,6 @@
 """train/curves.py: the figure holds every series of metrics.jsonl with its data (read back from the Line2D
-objects), the smoothing matches a brute-force moving average, the PNG decodes, and bad logs are refused by line."""
+objects), one legend names each series once and nothing drawn falls outside the figure (measured with the Agg
+renderer), the smoothing matches a brute-force moving average, the PNG decodes, and bad logs are refused by line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.image import imread
 
 from train.curves import DPI, SIZE_INCHES, centred_mean, draw_curves, main, plot_run, read_metrics, smoothing_half_width
@@ -82,8 +84,8 @@ def test_figure_holds_every_series_with_its_data():
     expected = {
         ("Loss", "training batch (raw)"): (train, "loss"),
         ("Loss", f"training batch, centred moving average of {2 * half + 1} logs"): (train, None),
-        ("Loss", "valid, full evaluation (3250 sentences)"): (full, "valid_documents_loss"),
-        ("Loss", "valid, subset evaluation (250 sentences)"): (subset, "valid_documents_loss"),
+        ("Loss", "valid as documents, full evaluation (3250 sentences)"): (full, "valid_documents_loss"),
+        ("Loss", "valid as documents, subset evaluation (250 sentences)"): (subset, "valid_documents_loss"),
         ("Loss", "train sample, full evaluation"): (full, "train_loss"),
         ("Loss", "train sample, subset evaluation"): (subset, "train_loss"),
         ("Entity", "valid as documents, full evaluation (3250 sentences)"): (full, "valid_documents_f1"),
@@ -114,6 +116,62 @@ def test_full_evaluations_are_markers_and_the_raw_loss_is_faint():
     assert raw.get_alpha() < 0.5 and smooth.get_alpha() in (None, 1.0)
 
 
+def default_run_records() -> list[dict]:
+    """A default `make train` run's log: 835 steps, a training record every 10, subset evaluations every 100 steps on
+    100 sentences, the full one at the end; long enough labels to fill the legend."""
+    records = [train_record(step, 3.0 * math.exp(-step / 25) + 0.06) for step in [1, *range(10, 840, 10)]]
+    for step in range(100, 835, 100):
+        records.append(eval_record(step, 94 - 60 * math.exp(-step / 110), "subset_eval", train_loss=0.1,
+                                   train_f1=96.0, valid_alone_f1=92.0, valid_bare_f1=91.0, valid_sentences=100))
+    return records + [eval_record(835, 94.24, train_loss=0.02, train_f1=97.0, valid_alone_f1=93.45,
+                                  valid_bare_f1=93.48)]
+
+
+def every_legend(figure) -> list:
+    return figure.legends + [ax.get_legend() for ax in figure.axes if ax.get_legend() is not None]
+
+
+def test_one_legend_names_each_series_once():
+    """A series drawn in both panels (validation as documents, the training sample) is named once, and how a point
+    was evaluated (full: a marker, subset: a line) is said once for all the series, not once per series."""
+    records = overfitting_records()
+    figure = draw_curves(records)
+    legend, = every_legend(figure)
+    half = smoothing_half_width(sum(r["type"] == "train" for r in records))
+    names = [text.get_text() for text in legend.get_texts()]
+    assert names == ["training batch (raw)", f"training batch, centred moving average of {2 * half + 1} logs",
+                     "valid as documents", "valid sentence by sentence", "valid without final punctuation",
+                     "train sample", "full evaluation (3250 valid sentences)",
+                     "subset evaluation (first 250 valid sentences)"]
+    handles = dict(zip(names, legend.legend_handles))
+    drawn = lines(figure)
+    for name in ("valid as documents", "valid sentence by sentence", "valid without final punctuation",
+                 "train sample"):
+        colours = {line.get_color() for (_, label), line in drawn.items() if label.startswith(name + ",")}
+        assert colours == {handles[name].get_color()}, name
+    full, subset = handles["full evaluation (3250 valid sentences)"], handles[names[-1]]
+    assert (full.get_linestyle(), full.get_marker()) == ("None", "o")
+    assert subset.get_linestyle() == "-"
+
+
+@pytest.mark.parametrize("records", [overfitting_records(), default_run_records(), [train_record(10, 1.0)]],
+                         ids=["overfitting", "default run", "one training record"])
+def test_nothing_drawn_falls_outside_the_figure(records):
+    """What savefig would cut: the tight box of everything drawn (legend, titles, tick labels) lies inside the
+    figure, and the legend covers no panel."""
+    figure = draw_curves(records)
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)
+    width, height = SIZE_INCHES
+    drawn = figure.get_tightbbox(renderer)  # inches
+    assert drawn.x0 >= 0 and drawn.y0 >= 0 and drawn.x1 <= width and drawn.y1 <= height, drawn.extents
+    for legend in every_legend(figure):
+        extent = legend.get_window_extent(renderer)  # pixels
+        assert extent.x0 >= 0 and extent.y0 >= 0 and extent.x1 <= figure.bbox.x1 and extent.y1 <= figure.bbox.y1, \
+            extent.extents
+        assert not any(extent.overlaps(ax.bbox) for ax in figure.axes), "the legend hides no data"
+
+
 @pytest.mark.parametrize("half", [1, 2, 5])
 def test_centred_mean_matches_brute_force(half):
     values = [float(v) for v in np.random.default_rng(half).normal(1.0, 0.5, size=23)]
@@ -126,8 +184,8 @@ def test_centred_mean_matches_brute_force(half):
 def test_single_evaluation_still_shows():
     records = [train_record(step, 1.0 / step) for step in range(10, 110, 10)] + [eval_record(100, 71.5)]
     found = lines(draw_curves(records))
-    for panel, name in (("Loss", "valid"), ("Entity", "valid as documents")):
-        line = found[(panel, f"{name}, full evaluation (3250 sentences)")]
+    for panel in ("Loss", "Entity"):
+        line = found[(panel, "valid as documents, full evaluation (3250 sentences)")]
         assert line.get_marker() == "o" and line.get_markersize() >= 5, panel
         assert list(line.get_xdata()) == [100], panel
     assert not any("train sample" in label for _, label in found), "no training-sample metrics were logged"
