@@ -106,3 +106,20 @@ def load_tagger(run_dir: str | Path, device: str = "auto", model: str | None = N
     """The tagger of a run directory written by `python -m train`; `model` overrides the base checkpoint path.
     `int8`: int8 matmuls on a CPU (tag/quantize.py); None: the default, float32 (tag/quantize.py says why)."""
     return EntityTagger(load_run(run_dir, device=device, model=model, merge=True, int8=int8))
+
+
+def word_spans(words: Sequence[str]) -> list[tuple[int, int]]:
+    """Each word's (start, end) in the words joined by single spaces, as tag_words and evaluate's page index them."""
+    starts = np.cumsum([0] + [len(word) + 1 for word in words[:-1]]).tolist()
+    return [(start, start + len(word)) for start, word in zip(starts, words)]
+
+
+def scored_entities(text: str, spans: Sequence[tuple[int, int]], tags: Sequence[str],
+                    log_probs: Sequence[Sequence[float]], labels: Sequence[str]) -> list[Entity]:
+    """The entities of one tagged sentence: the chunks of `tags`, with offsets into `text` (`spans`: each word's
+    start and end in it) and the probability the label scores give each one. The tags need not be the predicted
+    ones: evaluate's page scores the gold entities too, to show how likely the tagger found the ones it missed."""
+    found = chunks(tags)
+    scores = entity_scores(np.asarray(log_probs), labels, found)
+    return [Entity(kind, text[spans[first][0]:spans[last][1]], spans[first][0], spans[last][1], score)
+            for (kind, first, last), score in zip(found, scores)]
