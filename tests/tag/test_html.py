@@ -1,0 +1,148 @@
+"""tag/html.py: entities rendered as marks, read back by the standard library's HTML parser (not by string
+matching the renderer's own output): every entity once, with its text, type and score, all user text escaped."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from tag.html import Comparison, app_page, entities_page, gold_vs_predicted_page, render_entities, type_colours
+from tag.tagger import Entity
+
+NASTY_TYPE = '</script><img src=x onerror="alert(1)">&amp;'
+TYPES = ["PER", "ORG", NASTY_TYPE]
+TEXT = "Tom & <script>alert('x')</script> met ACME at 5 < 6 in 𝔓aris."
+
+
+def entity(kind: str, text: str, part: str, score: float = 0.5, occurrence: int = 0) -> Entity:
+    start = [m.start() for m in re.finditer(re.escape(part), text)][occurrence]
+    return Entity(kind, part, start, start + len(part), score)
+
+
+ENTITIES = [entity("PER", TEXT, "Tom", 0.987), entity(NASTY_TYPE, TEXT, "<script>alert('x')</script>", 0.25),
+            entity("ORG", TEXT, "ACME", 0.5), entity("PER", TEXT, "𝔓aris", 0.0049)]
+
+
+VOID = {"meta", "input", "br", "img", "link"}  # elements without an end tag
+
+
+class Marks(HTMLParser):
+    """The marks of a page as a browser's parser sees them: (text, classes, colour, label, score), the text outside
+    labels and scores, and every tag opened."""
+
+    def __init__(self, html: str):
+        super().__init__(convert_charrefs=True)
+        self.marks: list[dict] = []
+        self.text, self.tags, self.inside, self.rows = "", [], [], []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if tag not in VOID:
+            self.inside.append((tag, attrs.get("class", "")))
+        if tag == "tr":
+            self.rows.append([])
+        if tag in ("td", "th"):
+            self.rows[-1].append("")
+        if tag == "mark":
+            colour = re.fullmatch(r"--colour: (.*)", attrs["style"]).group(1)
+            self.marks.append({"text": "", "classes": attrs["class"].split(), "colour": colour, "label": "",
+                               "score": ""})
+
+    def handle_endtag(self, tag):
+        assert self.inside.pop()[0] == tag
+
+    def handle_data(self, data):
+        if self.inside and self.inside[-1][0] in ("td", "th"):
+            self.rows[-1][-1] += data
+        where = [cls for tag, cls in self.inside if tag in ("mark", "span")]
+        if self.inside and self.inside[-1][0] in ("style", "script", "title", "h1"):
+            return
+        if where and where[-1] in ("label", "score"):
+            self.marks[-1][where[-1]] += data
+        else:
+            self.text += data
+            if where and where[-1].startswith("entity"):
+                self.marks[-1]["text"] += data
+
+
+def test_every_entity_is_marked_once_with_its_text_type_score_and_all_user_text_is_escaped():
+    marks = Marks(render_entities(TEXT, ENTITIES, TYPES))
+    assert marks.text == TEXT  # nothing lost, nothing doubled, nothing parsed as markup
+    assert [(m["text"], m["label"], m["score"]) for m in marks.marks] == [
+        ("Tom", "PER", "0.99"), ("<script>alert('x')</script>", NASTY_TYPE, "0.25"), ("ACME", "ORG", "0.50"),
+        ("𝔓aris", "PER", "0.00")]
+    assert [tag for tag, _ in marks.tags] == ["mark", "span", "span"] * 4  # no <script>, no <img>
+
+
+def test_a_type_keeps_its_colour_on_every_page_and_the_types_of_a_run_are_told_apart():
+    marks = Marks(render_entities(TEXT, ENTITIES, TYPES)).marks
+    assert marks[0]["colour"] == marks[3]["colour"] == type_colours(TYPES)["PER"]
+    assert len({marks[0]["colour"], marks[1]["colour"], marks[2]["colour"]}) == 3
+    alone = Marks(render_entities("ACME", [Entity("ORG", "ACME", 0, 4, 0.9)], TYPES)).marks
+    assert alone[0]["colour"] == marks[2]["colour"]  # by the type's place in the run, not by what else the text has
+    many = [f"T{i}" for i in range(40)]
+    hues = sorted(int(re.match(r"hsl\((\d+),", c).group(1)) for c in type_colours(many).values())
+    assert len(set(hues)) == 40 and min(b - a for a, b in zip(hues, hues[1:])) >= 4
+    first = sorted(int(re.match(r"hsl\((\d+),", c).group(1)) for c in type_colours(many[:6]).values())
+    assert min(b - a for a, b in zip(first + [first[0] + 360], first[1:] + [first[0] + 360])) >= 30
+
+
+@pytest.mark.parametrize("entities, message", [
+    ([Entity("ORG", "ACME", 0, 4, 0.5)], "not a span of the text"),  # "Tom " is at 0
+    ([ENTITIES[2], ENTITIES[0]], "not a span of the text after the entity before it"),
+    ([Entity("PER", "Tom &", 0, 5, 0.5), Entity("PER", "& <", 4, 7, 0.5)], "after the entity before it"),
+    ([Entity("LOC", "Tom", 0, 3, 0.5)], "type 'LOC' is not one of the run's types"),
+])
+def test_entities_that_are_not_the_texts_in_order_are_refused(entities, message):
+    with pytest.raises(ValueError, match=message):
+        render_entities(TEXT, entities, TYPES)
+
+
+def test_predict_page_keeps_every_input_in_its_place_errors_included():
+    html = entities_page([(TEXT, ENTITIES), ValueError("<stdin>, line 2: not valid UTF-8 <b>"), ("", [])], TYPES)
+    marks = Marks(html)
+    assert [m["text"] for m in marks.marks if "label" in m and m["text"]] == [e.text for e in ENTITIES]
+    assert "error: <stdin>, line 2: not valid UTF-8 <b>" in marks.text
+    assert [m for m in re.findall(r"input \d+", marks.text)] == ["input 1", "input 2", "input 3"]
+    assert ("b", {}) not in marks.tags
+
+
+def test_gold_against_predicted_marks_and_counts_misses_and_false_alarms():
+    text = "Tom met ACME in Paris & Rome"
+    gold = [entity("PER", text, "Tom"), entity("ORG", text, "ACME"), entity(NASTY_TYPE, text, "Paris")]
+    predicted = [entity("PER", text, "Tom"), entity("PER", text, "ACME"), entity(NASTY_TYPE, text, "Rome")]
+    right = Comparison("valid.txt:7", "Tom", [entity("PER", "Tom", "Tom")], [entity("PER", "Tom", "Tom")])
+    html = gold_vs_predicted_page([Comparison("valid.txt:3", text, gold, predicted), right], TYPES, "valid.txt")
+    marks = Marks(html).marks[len(TYPES) + 2:]  # after the legend and the two marks of the key
+    flags = [(m["text"], m["label"], " ".join(m["classes"])) for m in marks]
+    assert flags == [("Tom", "PER", "entity"), ("ACME", "ORG", "entity miss"), ("Paris", NASTY_TYPE, "entity miss"),
+                     ("Tom", "PER", "entity"), ("ACME", "PER", "entity false-alarm"),
+                     ("Rome", NASTY_TYPE, "entity false-alarm"),
+                     ("Tom", "PER", "entity"), ("Tom", "PER", "entity")]
+    head, *rows = Marks(html).rows
+    assert head == ["type", "gold", "predicted", "correct", "misses", "false alarms", "precision", "recall", "F1"]
+    # counted by hand; precision, recall and F1 in percent from them
+    assert rows == [["PER", "2", "3", "2", "0", "1", "66.67", "100.00", "80.00"],
+                    ["ORG", "1", "0", "0", "1", "0", "0.00", "0.00", "0.00"],
+                    [NASTY_TYPE, "1", "1", "0", "1", "1", "0.00", "0.00", "0.00"],
+                    ["all types", "4", "4", "2", "2", "2", "50.00", "50.00", "50.00"]]
+    assert 'class="item wrong"' in html and html.count('class="item"') == 1  # the right one hidden by default
+    assert "only the 1 of 2 sentences" in html
+    assert ("img", {"src": "x", "onerror": "alert(1)"}) not in Marks(html).tags
+
+
+def test_pages_are_self_contained_and_a_type_name_cannot_close_the_script():
+    pages = [entities_page([(TEXT, ENTITIES)], TYPES), app_page(TYPES),
+             gold_vs_predicted_page([Comparison("x:1", TEXT, ENTITIES, ENTITIES[:2])], TYPES, "x")]
+    for html in pages:
+        parsed = Marks(html)
+        assert not re.search(r"https?://|@import|url\(", html)
+        assert not [tag for tag, attrs in parsed.tags if tag in ("link", "img", "iframe") or "src" in attrs]
+    scripts = re.findall(r"<script>(.*?)</script>", pages[1], re.S)
+    assert len(scripts) == 1 and NASTY_TYPE not in scripts[0] and "\\u003c/script\\u003e" in scripts[0]
+    assert [tag for tag, _ in Marks(pages[1]).tags].count("script") == 1
