@@ -7,7 +7,6 @@ import io
 import json
 import re
 import sys
-from html.parser import HTMLParser
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +15,7 @@ from tag import evaluate as evaluate_cli
 from tag import predict as predict_cli
 from tag.html import Comparison, app_page, entities_page, gold_vs_predicted_page, render_entities, type_colours
 from tag.tagger import Entity, load_tagger
+from tests.tag.html_marks import Marks
 
 NASTY_TYPE = '</script><img src=x onerror="alert(1)">&amp;'
 TYPES = ["PER", "ORG", NASTY_TYPE]
@@ -29,51 +29,6 @@ def entity(kind: str, text: str, part: str, score: float = 0.5, occurrence: int 
 
 ENTITIES = [entity("PER", TEXT, "Tom", 0.987), entity(NASTY_TYPE, TEXT, "<script>alert('x')</script>", 0.25),
             entity("ORG", TEXT, "ACME", 0.5), entity("PER", TEXT, "𝔓aris", 0.0049)]
-
-
-VOID = {"meta", "input", "br", "img", "link"}  # elements without an end tag
-
-
-class Marks(HTMLParser):
-    """The marks of a page as a browser's parser sees them: (text, classes, colour, label, score), the text outside
-    labels and scores, and every tag opened."""
-
-    def __init__(self, html: str):
-        super().__init__(convert_charrefs=True)
-        self.marks: list[dict] = []
-        self.text, self.tags, self.inside, self.rows = "", [], [], []
-        self.feed(html)
-        self.close()
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self.tags.append((tag, attrs))
-        if tag not in VOID:
-            self.inside.append((tag, attrs.get("class", "")))
-        if tag == "tr":
-            self.rows.append([])
-        if tag in ("td", "th"):
-            self.rows[-1].append("")
-        if tag == "mark":
-            colour = re.fullmatch(r"--colour: (.*)", attrs["style"]).group(1)
-            self.marks.append({"text": "", "classes": attrs["class"].split(), "colour": colour, "label": "",
-                               "score": "", **({"title": attrs["title"]} if "title" in attrs else {})})
-
-    def handle_endtag(self, tag):
-        assert self.inside.pop()[0] == tag
-
-    def handle_data(self, data):
-        if self.inside and self.inside[-1][0] in ("td", "th"):
-            self.rows[-1][-1] += data
-        where = [cls for tag, cls in self.inside if tag in ("mark", "span")]
-        if self.inside and self.inside[-1][0] in ("style", "script", "title", "h1"):
-            return
-        if where and where[-1] in ("label", "score"):
-            self.marks[-1][where[-1]] += data
-        else:
-            self.text += data
-            if where and where[-1].startswith("entity"):
-                self.marks[-1]["text"] += data
 
 
 def test_every_entity_is_marked_once_with_its_text_type_score_and_all_user_text_is_escaped():
