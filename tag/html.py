@@ -29,7 +29,7 @@ mark.entity { background: var(--colour); padding: 0.2em 0.35em; margin: 0 0.1em;
 mark .label { font-size: 0.7em; font-weight: bold; margin-left: 0.4em; vertical-align: middle; }
 mark .score { font-size: 0.65em; margin-left: 0.3em; vertical-align: middle; opacity: 0.75; }
 mark.miss { outline: 0.15em dashed #c00; }
-mark.false-alarm { outline: 0.15em solid #c00; text-decoration: line-through #c00; }
+mark.false-alarm { outline: 0.15em solid #c00; }
 .legend { margin: 1em 0; } .legend mark { margin-right: 0.5em; }
 .item { border-top: 1px solid #ddd; padding: 0.6em 0; }
 .meta, .side { color: #777; font-size: 0.8em; } .side { display: inline-block; width: 6em; }
