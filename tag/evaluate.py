@@ -26,7 +26,7 @@ from model.files import atomic_file, replaceable
 from predictor.predictor import Tagged
 from tag.html import Comparison, gold_vs_predicted_page
 from tag.run import load_run
-from tag.tagger import scored_entities, word_spans
+from tag.tagger import Prepared, scored_entities
 
 
 def comparisons(sentences: Sequence[Sentence], tagged: Tagged, labels: Sequence[str], source: str
@@ -35,10 +35,9 @@ def comparisons(sentences: Sequence[Sentence], tagged: Tagged, labels: Sequence[
     by the label distributions the predicted tags come from."""
     found = []
     for sentence, tags, log_probs in zip(sentences, tagged.tags, tagged.log_probs):
-        text, spans = " ".join(sentence.words), word_spans(sentence.words)
-        found.append(Comparison(f"{source}:{sentence.line}", text,
-                                scored_entities(text, spans, sentence.tags, log_probs, labels),
-                                scored_entities(text, spans, tags, log_probs, labels)))
+        item = Prepared.from_words(sentence.words)
+        gold, predicted = (scored_entities(item, t, log_probs, labels) for t in (sentence.tags, tags))
+        found.append(Comparison(f"{source}:{sentence.line}", item.text, gold, predicted))
     return found
 
 

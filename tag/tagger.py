@@ -114,13 +114,20 @@ class EntityTagger:
         sentences = [Sentence(items[i].words, doc_id=k) for k, i in enumerate(nonempty)]
         result = self.predictor.tag(sentences)
         for i, tags, log_probs in zip(nonempty, result.tags, result.log_probs):
-            entities = chunks(tags)
-            scores = entity_scores(np.asarray(log_probs), self.predictor.labels.labels, entities)
-            text, spans = items[i].text, items[i].spans
-            for (kind, first, last), score in zip(entities, scores):
-                start, end = spans[first][0], spans[last][1]
-                found[i].append(Entity(kind, text[start:end], start, end, score))
+            found[i] = scored_entities(items[i], tags, log_probs, self.predictor.labels.labels)
         return found
+
+
+def scored_entities(item: Prepared, tags: Sequence[str], log_probs: Sequence[Sequence[float]],
+                    labels: Sequence[str]) -> list[Entity]:
+    """The entities of one tagged input: the chunks of its words' `tags`, with offsets into its text and the
+    probability the label scores give each one. The tags need not be the predicted ones: evaluate's page scores the
+    gold entities too, to show how likely the tagger found the ones it missed."""
+    found = chunks(tags)
+    scores = entity_scores(np.asarray(log_probs), labels, found)
+    spans = item.spans
+    return [Entity(kind, item.text[spans[first][0]:spans[last][1]], spans[first][0], spans[last][1], score)
+            for (kind, first, last), score in zip(found, scores)]
 
 
 def load_tagger(run_dir: str | Path, device: str = "auto", model: str | None = None, int8: bool | None = None
@@ -129,19 +136,3 @@ def load_tagger(run_dir: str | Path, device: str = "auto", model: str | None = N
     `int8`: int8 matmuls on a CPU (tag/quantize.py); None: the default, float32 (tag/quantize.py says why)."""
     return EntityTagger(load_run(run_dir, device=device, model=model, merge=True, int8=int8))
 
-
-def word_spans(words: Sequence[str]) -> list[tuple[int, int]]:
-    """Each word's (start, end) in the words joined by single spaces, as tag_words and evaluate's page index them."""
-    starts = np.cumsum([0] + [len(word) + 1 for word in words[:-1]]).tolist()
-    return [(start, start + len(word)) for start, word in zip(starts, words)]
-
-
-def scored_entities(text: str, spans: Sequence[tuple[int, int]], tags: Sequence[str],
-                    log_probs: Sequence[Sequence[float]], labels: Sequence[str]) -> list[Entity]:
-    """The entities of one tagged sentence: the chunks of `tags`, with offsets into `text` (`spans`: each word's
-    start and end in it) and the probability the label scores give each one. The tags need not be the predicted
-    ones: evaluate's page scores the gold entities too, to show how likely the tagger found the ones it missed."""
-    found = chunks(tags)
-    scores = entity_scores(np.asarray(log_probs), labels, found)
-    return [Entity(kind, text[spans[first][0]:spans[last][1]], spans[first][0], spans[last][1], score)
-            for (kind, first, last), score in zip(found, scores)]
