@@ -118,13 +118,13 @@ def page_entities(marks: list[dict]) -> list[tuple[str, str, float]]:
     return [(m["text"], m["label"], float(m["title"].rsplit(" ", 1)[1])) for m in marks]
 
 
-def test_predict_html_writes_each_text_with_the_entities_the_api_finds(tiny_run, tmp_path, monkeypatch, capsys):
+def test_predict_html_writes_each_text_with_the_entities_the_api_finds(random_run, tmp_path, monkeypatch, capsys):
     texts = ["Peter Blackburn met EU officials in Brussels .", "<script>alert(1)</script> & Ōsaka", "",
              "Angela Merkel visited Paris and Rome with Nicolas Sarkozy ."]
     page = tmp_path / "entities.html"
-    assert predict_cli.main(["--run", str(tiny_run), "--device", "cpu", "--html", str(page), *texts]) == 0
+    assert predict_cli.main(["--run", str(random_run), "--device", "cpu", "--html", str(page), *texts]) == 0
     answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # the JSON lines, as without --html
-    expected = api_entities(tiny_run, texts)
+    expected = api_entities(random_run, texts)
     assert [a["entities"] for a in answers] == [[vars(e) for e in found] for found in expected]
     marks = Marks(page.read_text(encoding="utf-8"))
     entities = [m for m in marks.marks if m["text"]]  # the legend's marks hold a label only
@@ -137,10 +137,10 @@ def test_predict_html_writes_each_text_with_the_entities_the_api_finds(tiny_run,
 
 
 def test_predict_html_keeps_a_line_that_is_not_text_as_its_error_and_refuses_what_it_cannot_write(
-        tiny_run, tmp_path, monkeypatch, capsys):
+        random_run, tmp_path, monkeypatch, capsys):
     page = tmp_path / "entities.html"
     monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(b"Brussels\nS\xc3\xa3o \xff\nRome\n")))
-    assert predict_cli.main(["--run", str(tiny_run), "--device", "cpu", "--html", str(page)]) == 2
+    assert predict_cli.main(["--run", str(random_run), "--device", "cpu", "--html", str(page)]) == 2
     assert "error: <stdin>:2: not valid UTF-8" in capsys.readouterr().err
     text = Marks(page.read_text(encoding="utf-8")).text
     assert text.index("Brussels") < text.index("error: <stdin>:2: not valid UTF-8") < text.index("Rome")
@@ -149,7 +149,7 @@ def test_predict_html_keeps_a_line_that_is_not_text_as_its_error_and_refuses_wha
                            (["--html", str(tmp_path / "link"), "x"], "not a regular file"),
                            (["--html", str(page), "--conll", "in.txt"], "--html is for texts")):
         with pytest.raises(SystemExit) as exit_:
-            predict_cli.main(["--run", str(tiny_run), *flags])
+            predict_cli.main(["--run", str(random_run), *flags])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "target").exists()
 
@@ -184,16 +184,16 @@ GOLD = [[("Peter Blackburn", "PER"), ("EU", "ORG"), ("Brussels", "LOC")],  # by 
         [("<script>", "MISC"), ("Angela Merkel", "PER"), ("Paris", "LOC")], []]
 
 
-def test_evaluate_html_shows_gold_against_what_the_api_predicts_sentence_by_sentence(tiny_run, tmp_path, capsys):
+def test_evaluate_html_shows_gold_against_what_the_api_predicts_sentence_by_sentence(random_run, tmp_path, capsys):
     data, page = tmp_path / "gold.txt", tmp_path / "page.html"
     data.write_text(GOLD_FILE)
-    assert evaluate_cli.main(["--run", str(tiny_run), "--device", "cpu", "--data", str(data),
+    assert evaluate_cli.main(["--run", str(random_run), "--device", "cpu", "--data", str(data),
                               "--html", str(page)]) == 0
     report = capsys.readouterr().out
     html = page.read_text(encoding="utf-8")
     marks = [m for m in Marks(html).marks if "title" in m]  # the sentences' marks: not the legend's, not the key's
     # each sentence its own document: the documents view tags it alone, as the API's tag_words does
-    predicted = api_entities(tiny_run, words=[[line.split()[0] for line in block.splitlines()]
+    predicted = api_entities(random_run, words=[[line.split()[0] for line in block.splitlines()]
                                               for block in GOLD_FILE.split("\n\n")[1::2]])
     gold_marks, predicted_marks, at = [], [], 0
     for gold, expected in zip(GOLD, predicted):  # each sentence: its gold marks, then its predicted ones
