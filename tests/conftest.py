@@ -33,6 +33,33 @@ def tiny_model(tmp_path_factory, smollm2_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def random_run(tmp_path_factory, tiny_model) -> Path:
+    """A run directory of the tiny random model with random LoRA B and head, as training would leave it but untrained:
+    it tags in milliseconds and finds entities of every type in any text, which tests of what surrounds the tagger
+    (a server, a benchmark) need."""
+    from data.labels import LabelSet
+    from lora.inject import lora_modules
+    from predictor.run_dir import save_tuned
+    from train.build import build_tagger
+    from train.config import TrainConfig
+    from train.run_dir import write_run_info
+
+    run_dir = tmp_path_factory.mktemp("random_run")
+    config = TrainConfig(model=str(tiny_model), out=str(run_dir), device="cpu")
+    labels = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])
+    tagger = build_tagger(config, len(labels), torch.device("cpu"))
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for _, module in lora_modules(tagger):
+            module.lora_B.normal_(std=0.2)
+        tagger.head.weight.normal_()
+        tagger.head.bias.normal_()
+    write_run_info(run_dir, config, labels, sources={})
+    save_tuned(tagger, run_dir, config.finetune)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
 def conll_dir() -> Path:
     """The real CoNLL-2003 (tests/conll_data.py says where); a test that asks for it fails without it."""
     return require(CONLL, "CoNLL-2003", "CONLL_DIR")
