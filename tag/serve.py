@@ -279,12 +279,16 @@ def positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
 def main(argv: list[str] | None = None) -> int:
     default = Limits()
-    parser = argparse.ArgumentParser(prog="python -m tag.serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tag.serve", description=__doc__.split("\n\n")[0],
+        epilog="A request over a limit gets 413, a malformed one 400, both naming the field and index (texts[3]); a "
+               "full queue 503 at once. SIGTERM or Ctrl-C answers the requests in flight, then exits 0.")
     parser.add_argument("--run", required=True, help="run directory written by `python -m train`")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1); any other than loopback needs a token")
     parser.add_argument("--port", type=int, default=8000, help="default: 8000")
-    parser.add_argument("--token", help=f"require 'Authorization: Bearer TOKEN' on /v1/* (default: ${TOKEN_ENV})")
+    parser.add_argument("--token", help=f"require 'Authorization: Bearer TOKEN' on /v1/* (default: ${TOKEN_ENV}, which ps does "
+                             "not show)")
     parser.add_argument("--max-body-bytes", type=positive(int), default=default.max_body_bytes,
                         help=f"bytes per request body (default: {default.max_body_bytes})")
     parser.add_argument("--max-texts", type=positive(int), default=default.max_texts,
