@@ -38,7 +38,7 @@ def random_run(tmp_path_factory, tiny_model) -> Path:
     it tags in milliseconds and finds entities of every type in any text, which tests of what surrounds the tagger
     (a server, a benchmark) need."""
     from data.labels import LabelSet
-    from lora.inject import lora_modules
+    from tests.random_weights import randomize_tuned
     from predictor.run_dir import save_tuned
     from train.build import build_tagger
     from train.config import TrainConfig
@@ -48,12 +48,7 @@ def random_run(tmp_path_factory, tiny_model) -> Path:
     config = TrainConfig(model=str(tiny_model), out=str(run_dir), device="cpu")
     labels = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])
     tagger = build_tagger(config, len(labels), torch.device("cpu"))
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for _, module in lora_modules(tagger):
-            module.lora_B.normal_(std=0.2)
-        tagger.head.weight.normal_()
-        tagger.head.bias.normal_()
+    randomize_tuned(tagger, seed=2)
     write_run_info(run_dir, config, labels, sources={})
     save_tuned(tagger, run_dir, config.finetune)
     return run_dir

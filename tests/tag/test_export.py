@@ -18,6 +18,7 @@ from data.labels import LabelSet
 from lora.inject import lora_modules
 from predictor.run_dir import ADAPTER_DIR, TAGGING_FILE, save_tuned
 from tests.hf_reference import make_hf_checkpoint
+from tests.random_weights import randomize_tuned
 from tag.export import ExportError, export_run, main
 from tag.run import load_run
 from train.build import build_tagger
@@ -41,12 +42,7 @@ def make_run(root: Path, smollm2_dir: Path, causal: bool, tie: bool, bidirection
     config = TrainConfig(model=str(base), out=str(run_dir), causal=causal, lora_r=4, lora_alpha=12.0,
                          bidirectional_top_layers=bidirectional_top_layers, device="cpu")
     tagger = build_tagger(config, len(LABELS), torch.device("cpu"))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for _, module in lora_modules(tagger):
-            module.lora_B.normal_(std=0.2)
-        tagger.head.weight.normal_()
-        tagger.head.bias.normal_()
+    randomize_tuned(tagger, seed=1)
     write_run_info(run_dir, config, LABELS, sources={})  # not trained: no data, no base to record
     save_tuned(tagger, run_dir, config.finetune)
     return run_dir
