@@ -6,7 +6,7 @@
 POST /v1/tag takes {"texts": [text, ...]} or {"words": [[word, ...], ...]} and answers {"results": [{"entities":
 [...]}, ...]}, one result per input in input order, each entity what the Python API (tag/tagger.py) gives: type,
 text, start, end, score. GET /v1/labels gives the run's types and labels, GET /health {"status": "ok"}, GET / a page
-to try it in a browser, /docs and /openapi.json the API's description.
+to try it in a browser, /docs (or /redoc) and /openapi.json the API's description, all served without the internet.
 
 Every input is checked before any is tagged; a bad request gets {"error": {"message", "field"}} naming the field and
 index (`texts[3]`, `words[2][5]`): 400 for a body that is not UTF-8, not JSON or not of this shape, 413 for one over
@@ -35,6 +35,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -217,7 +218,10 @@ def create_app(tagger: EntityTagger, limits: Limits, token: str | None = None, c
         yield
         await app.state.batcher.close()  # uvicorn has answered the requests in flight; nothing is left to drop
 
-    app = FastAPI(title="llama-ner", summary="Named entities in text, from a fine-tuned LLaMA", lifespan=lifespan)
+    # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from this server, not from a CDN, so
+    # the API's description shows on a machine without the internet.
+    app = FastAPIOffline(title="llama-ner", summary="Named entities in text, from a fine-tuned LLaMA",
+                         lifespan=lifespan)
     if cors:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])

@@ -138,3 +138,15 @@ def test_an_error_answer_is_shown_as_text(server, browser):
     error = browser.find_element(By.ID, "error").text
     assert error.startswith("error: ") and "bearer token" in error
     assert browser.find_elements(By.CSS_SELECTOR, "#result mark") == []  # the entities of before are gone
+
+
+def test_the_api_description_renders_without_the_internet(server, browser):
+    """/docs is Swagger UI served by the server itself: its script and style come from the server, not a CDN (this
+    machine reaches none), so the page lists the operations."""
+    browser.get(server + "docs")
+    WebDriverWait(browser, 20).until(lambda _: browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/v1/tag", "/v1/labels", "/health"} <= paths
+    sources = browser.execute_script(
+        "return Array.from(document.querySelectorAll('script[src], link[href]')).map(e => e.src || e.href)")
+    assert sources and all(s.startswith(server) for s in sources)
