@@ -1,6 +1,6 @@
 """The rooms import one way, as their __init__.py files say: model and lora import no other room, data at most
 model, weights only model's file helpers, predictor (what training and tagging share) neither train nor tag,
-train and tag never each other, and nothing but tests imports bench; and every third-party import is declared.
+train and tag never each other, and nothing but tests imports bench; and every third-party import is declared."""
 
 from __future__ import annotations
 
