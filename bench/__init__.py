@@ -2,6 +2,7 @@
 
 versus_hf.py     ours against HF transformers + PEFT on the embedded SmolLM2-135M, on this CPU   (make bench)
 gpu.py           ours against HF + PEFT with random weights of real shapes on one accelerator   (make bench-gpu)
+gpu_session.sh   every GPU measurement of one session, ended before a deadline, one table
 systems.py       the two systems compared: ours and HF + PEFT, built, trained a step, tagging
 host.py          what a step costs the host: operators dispatched, waits for the GPU
 tagging.py       tagging raw texts: our API and predict against the transformers pipeline
