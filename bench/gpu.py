@@ -174,7 +174,7 @@ def build(system: str, config: LlamaConfig, args: argparse.Namespace, device: to
     dtype = torch.bfloat16 if bf16 else torch.float32
     if system == "hf":
         model = with_lora(random_hf(config, NUM_LABELS, device, dtype), bf16)
-        check_bidirectional(model, config.vocab_size, device)
+        check_bidirectional(model, config.vocab_size, device, bf16)
         return model
     tagger = build_random_tagger(config, device, dtype)
     tagger.backbone.activation_checkpointing = args.activation_checkpointing

@@ -62,14 +62,14 @@ def with_lora(base: nn.Module, bf16: bool) -> nn.Module:
     return model
 
 
-def check_bidirectional(model: nn.Module, vocab_size: int, device: torch.device) -> None:
-    """Raise unless the first token's logits change with the last token: a transformers that ignores
+def check_bidirectional(model: nn.Module, vocab_size: int, device: torch.device, bf16: bool) -> None:
+    """Raise unless the first token's logits change with the tokens after it: a transformers that ignores
     `config.is_causal` would give a causal peer, and a benchmark of the wrong model."""
     ids = torch.arange(8, device=device)[None] % vocab_size  # (1, 8)
     later = ids.clone()
-    later[0, -1] = (ids[0, -1] + 1) % vocab_size
+    later[0, 1:] = (ids[0, 1:] + 1) % vocab_size
     training = model.training
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, bf16):
         first, changed = (model.eval()(input_ids=x).logits[0, 0].float() for x in (ids, later))
     model.train(training)
     if torch.equal(first, changed):

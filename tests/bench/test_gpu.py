@@ -66,6 +66,13 @@ def test_activation_checkpointing_trains_the_same(cells):
     assert result["last_loss"] == pytest.approx(cells["ours"]["last_loss"], rel=1e-5)
 
 
+def test_bf16_cells_run_as_on_a_gpu():
+    # A GPU's dtypes on the CPU: bf16 base, float32 LoRA and head, every step under bf16 autocast.
+    for system in ("ours", "hf"):
+        r = gpu_bench.measure("tiny", BUDGET, system, cell_args(precision="bf16", steps=1, warmup=0), CPU)
+        assert r["precision"] == "bf16" and math.isfinite(r["first_loss"]) and r["ops_per_step"] > 0, system
+
+
 def test_main_prints_one_table_with_mfu_and_ratios(tmp_path, capsys):
     path = tmp_path / "bench.json"
     argv = ["--device", "cpu", "--budgets", "256", "--steps", "1", "--warmup", "0", "--peak-tflops", "2",

@@ -54,9 +54,12 @@ def test_the_peer_has_our_lora_and_trains_only_it_and_the_head():
         assert p.dtype == (torch.float32 if trained else torch.bfloat16), name
 
 
-def test_a_causal_peer_is_refused():
-    model = peer().train()  # dropout on: the check must still see a causal model
-    check_bidirectional(model, SHAPE.vocab_size, CPU)
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_causal_peer_is_refused(bf16):
+    # bf16: a bf16 base with float32 adapters and head, run under autocast as on a GPU.
+    model = peer(bf16).train()  # dropout on: the check must still see a causal model
+    check_bidirectional(model, SHAPE.vocab_size, CPU, bf16)
+    assert model.training
     model.base_model.model.config.is_causal = True  # as a transformers that ignored the flag would leave it
     with pytest.raises(RuntimeError, match="ignores config.is_causal = False"):
-        check_bidirectional(model, SHAPE.vocab_size, CPU)
+        check_bidirectional(model, SHAPE.vocab_size, CPU, bf16)
