@@ -56,8 +56,9 @@ serve: $(VENV)/.runtime
 bench: weights $(VENV)/.dev
 	$(PY) -m bench.versus_hf
 
-# On a CUDA machine: training tokens/s and MFU of a Llama-3.2-1B-shaped model with random weights (no download).
-bench-gpu: $(VENV)/.runtime
+# On a CUDA machine: ours against transformers + PEFT, Llama-3.2-1B and SmolLM2-135M shapes with random weights (no
+# download), 2k/8k/32k tokens per step, one table (bench/gpu.py); BENCH_ARGS="--device cpu" runs it tiny on a CPU.
+bench-gpu: $(VENV)/.dev
 	$(PY) -m bench.gpu $(BENCH_ARGS)
 
 test: $(VENV)/.dev

@@ -1,7 +1,10 @@
 """Benchmarks: speed and memory of training and tagging, measured in one run against a reference.
 
 versus_hf.py     ours against HF transformers + PEFT on the embedded SmolLM2-135M, on this CPU   (make bench)
-gpu.py           a Llama-3.2-1B-shaped tagger with random weights on one accelerator            (make bench-gpu)
+gpu.py           ours against HF + PEFT with random weights of real shapes on one accelerator   (make bench-gpu)
+gpu_session.sh   every GPU measurement of one session, ended before a deadline, one table
+systems.py       the two systems compared: ours and HF + PEFT, built, trained a step, tagging
+host.py          what a step costs the host: operators dispatched, waits for the GPU
 tagging.py       tagging raw texts: our API and predict against the transformers pipeline
 eval_batches.py  evaluation speed by padded-token budget per batch, the results checked equal
 confidence.py    do the entity scores rank: precision by score band and AUROC

@@ -12,12 +12,11 @@ subprocess so its peak memory is its own. Batching:
 Ours is also measured with activation checkpointing ("recompute": each block's activations recomputed in the
 backward pass instead of stored), the option for memory over speed.
 
-Our training step is training's own: `train.step.forward_backward`, then `train.step.update` (gradient norm clipped
-at 1.0, AdamW, gradients cleared); HF + PEFT's is its model's forward and backward, written plainly, then the same
-update. Both are timed by the same clock (bench/timing.py), after WARMUP_STEPS untimed steps. Model FLOPs and MFU
-are `bench/flops.py`'s: per real token, forward = 2 x the blocks' projection weights + 4 x layers x mean attended
-length x heads x head_dim; a LoRA step with a frozen base = 2 x the linear part + 3 x the attention part. MFU =
-achieved model FLOP/s / the matmul ceiling of the same precision measured in the same run.
+The two systems and their training step are bench/systems.py's (training's own step for ours, then the same
+update: gradient norm clipped at 1.0, AdamW), timed by the same clock (bench/timing.py) after WARMUP_STEPS untimed
+steps. Model FLOPs and MFU are `bench/flops.py`'s: per real token, forward = 2 x the blocks' projection weights + 4 x
+layers x mean attended length x heads x head_dim; a LoRA step with a frozen base = 2 x the linear part + 3 x the
+attention part. MFU = achieved model FLOP/s / the matmul ceiling of the same precision measured in the same run.
 
 bf16 (measured when the CPU has bf16 matmul instructions, AVX512-BF16 or AMX, or with --bf16 on): both systems
 again with the frozen base stored in bf16 and every step under bf16 autocast, LoRA and head in float32. Its
@@ -39,24 +38,19 @@ import torch
 from torch import nn
 
 from bench.flops import cpu_has_bf16, forward_flops_per_token, matmul_ceiling, mean_attended, train_flops_per_token
-from bench.timing import time_calls
+from bench.systems import time_tagging, time_training, training_step, with_lora
 from data.align import build_examples
 from data.batching import Batch, Plan, bucketed_plan, collate
 from data.conll import Sentence, read_conll
 from data.labels import LabelSet
-from lora.inject import LLAMA_TARGETS, trainable_parameters
 from model import LlamaConfig, load_tokenizer
 from model.tagger import Tagger
 from train.build import build_tagger
 from train.config import DEFAULT_MODEL, TrainConfig
-from predictor.device import autocast
-from train.optim import AdamW
-from train.step import forward_backward, update
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONLL = ROOT.parent / "shared" / "data" / "conll2003"
 CPU = torch.device("cpu")
-CLIP_GRAD_NORM = TrainConfig().clip_grad_norm  # training's: 1.0
 WARMUP_STEPS = 2  # untimed training steps on the first batches
 
 
@@ -99,58 +93,11 @@ def build_ours(model_dir: str, precision: str, memory: str) -> Tagger:
 
 
 def build_hf(model_dir: str, bf16: bool) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
     from transformers import LlamaForTokenClassification
 
     base = LlamaForTokenClassification.from_pretrained(model_dir, num_labels=len(conll_labels()),
                                                        dtype=torch.bfloat16 if bf16 else torch.float32)
-    base.config.is_causal = False
-    # PEFT keeps the adapters (and the saved copy of the head) in float32 by default, as we do.
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=list(LLAMA_TARGETS),
-                      modules_to_save=["score"])
-    model = get_peft_model(base, lora)
-    if bf16:
-        model.base_model.model.score.modules_to_save.float()
-    return model
-
-
-def train_step(system: str, model: nn.Module, batch: Batch, bf16: bool) -> float:
-    """Forward and backward of one batch; the mean loss over its labelled tokens."""
-    if system == "ours":
-        loss, _ = forward_backward(model, [batch], CPU, bf16)
-        return loss
-    with autocast(CPU, bf16):
-        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
-    loss.backward()
-    return loss.item()
-
-
-def tag_batch(system: str, model: nn.Module, batch: Batch) -> torch.Tensor:
-    if system == "ours":
-        return model(batch.input_ids, batch.attention_mask)
-    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-
-
-def time_training(system: str, model: nn.Module, batches: list[Batch], bf16: bool) -> tuple[float, list[float]]:
-    """Seconds to train on every batch once, after WARMUP_STEPS untimed steps; the losses of the timed steps."""
-    trainable = list(trainable_parameters(model).values())
-    optimizer = AdamW(trainable, lr=1e-4, weight_decay=0.0)
-
-    def step(batch: Batch) -> float:
-        loss = train_step(system, model, batch, bf16)
-        update(trainable, optimizer, clip_grad_norm=CLIP_GRAD_NORM)
-        return loss
-
-    model.train()
-    return time_calls(step, batches[:WARMUP_STEPS], batches, CPU)
-
-
-def time_tagging(system: str, model: nn.Module, batches: list[Batch], bf16: bool) -> float:
-    """Seconds to tag every batch once, right after training (no warm-up)."""
-    model.eval()
-    with torch.inference_mode(), autocast(CPU, bf16):
-        seconds, _ = time_calls(lambda batch: tag_batch(system, model, batch), [], batches, CPU)
-    return seconds
+    return with_lora(base, bf16)
 
 
 def current_rss() -> int:
@@ -167,9 +114,9 @@ def worker(system: str, batching: str, precision: str, memory: str, args: argpar
     batches, lengths = build_batches(args, batching)
     model = build_ours(args.model, precision, memory) if system == "ours" else build_hf(args.model, bf16)
     rss_loaded = current_rss()
-    train_seconds, losses = time_training(system, model, batches, bf16)
+    train_seconds, losses = time_training(training_step(system, model, bf16), model, batches[:WARMUP_STEPS], batches)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    tag_seconds = time_tagging(system, model, batches, bf16)
+    tag_seconds = time_tagging(system, model, [], batches, bf16)  # right after training, no warm-up
     real = sum(int(b.attention_mask.sum()) for b in batches)
     return {"system": system, "batching": batching, "precision": precision, "memory": memory,
             "real_tokens": real, "slots": sum(b.input_ids.numel() for b in batches),

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from bench import versus_hf
+from bench import systems, versus_hf
 from tests.conll_data import CONLL, needs_conll
 
 pytestmark = needs_conll
@@ -26,7 +26,7 @@ def args(tiny_model, monkeypatch) -> argparse.Namespace:
 def spy(monkeypatch) -> dict[str, list]:
     """What each training step was given: the batch, and the gradient clipping of its optimizer update."""
     seen: dict[str, list] = {"batches": [], "clip": []}
-    train_step, update = versus_hf.train_step, versus_hf.update
+    train_step, update = systems.train_step, systems.update
 
     def recording_train_step(system, model, batch, bf16):
         seen["batches"].append(batch)
@@ -36,8 +36,8 @@ def spy(monkeypatch) -> dict[str, list]:
         seen["clip"].append(clip_grad_norm)
         return update(params, optimizer, scheduler, clip_grad_norm)
 
-    monkeypatch.setattr(versus_hf, "train_step", recording_train_step)
-    monkeypatch.setattr(versus_hf, "update", recording_update)
+    monkeypatch.setattr(systems, "train_step", recording_train_step)
+    monkeypatch.setattr(systems, "update", recording_update)
     return seen
 
 

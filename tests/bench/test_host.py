@@ -1,0 +1,68 @@
+"""The operator count of bench/host.py against an independent count of the same calls: a TorchDispatchMode that
+sees each operator the dispatcher hands to a kernel, on programs where that is exactly what the profiler's
+outermost operators are; and the count of a whole training step, ours and the peer's, on the tiny shape."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from bench import gpu as gpu_bench
+from bench.host import dispatched_ops
+from bench.systems import training_step
+
+CPU = torch.device("cpu")
+
+
+class Dispatched(TorchDispatchMode):
+    """Counts the operators that reach the dispatcher's Python key, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.name()] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def primitive_program() -> None:
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    for _ in range(5):
+        a = torch.mm(a, b).tanh().mul(0.5).add(b)
+    a.sum()
+
+
+def test_counts_each_operator_dispatched_once():
+    with Dispatched() as mode:
+        primitive_program()
+    assert sum(mode.counts.values()) == 2 + 5 * 4 + 1  # two randn, four per round, one sum
+    assert dispatched_ops(primitive_program) == sum(mode.counts.values())
+
+
+def test_an_operator_called_by_another_is_not_counted_again():
+    x, w = torch.randn(4, 8), torch.randn(3, 8)
+    with Dispatched() as mode:
+        torch.nn.functional.linear(x, w)
+    assert sum(mode.counts.values()) >= 2  # linear runs as a transpose and a matmul below it
+    assert dispatched_ops(lambda: torch.nn.functional.linear(x, w)) == 1
+
+
+def test_a_training_step_is_counted_the_same_each_time_for_both_systems():
+    args = argparse.Namespace(seed=0, activation_checkpointing=False, compile=False)
+    [batch] = gpu_bench.synthetic_batches(gpu_bench.TINY, 256, 1, 0, CPU)
+    for system in ("ours", "hf"):
+        model = gpu_bench.build(system, gpu_bench.TINY, args, CPU, bf16=False)
+        step = training_step(system, model.train(), bf16=False)
+        step(batch)  # the optimizer's state is made on the first step
+        first, second = (dispatched_ops(lambda: step(batch)) for _ in range(2))
+        with Dispatched() as mode:
+            step(batch)
+        kernels = sum(mode.counts.values())
+        # The same step dispatches the same operators; the kernel-level count differs from the outermost one only
+        # where a composite runs as several kernels (linear: transpose and matmul) or a cast is a no-op.
+        assert first == second, system
+        assert 0.8 * kernels < first < 1.25 * kernels, (system, first, kernels)
