@@ -149,7 +149,7 @@ def time_training(tagger: Tagger, warmup: list[Batch], timed: list[Batch], bf16:
     def train_step(batch: Batch) -> float:
         loss, _ = forward_backward(tagger, [batch], device, bf16)
         update(trainable, optimizer, clip_grad_norm=TrainConfig().clip_grad_norm)
-        return loss
+        return float(loss)
 
     tagger.train()
     seconds, losses = time_calls(train_step, warmup, timed, device)

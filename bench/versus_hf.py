@@ -118,7 +118,7 @@ def train_step(system: str, model: nn.Module, batch: Batch, bf16: bool) -> float
     """Forward and backward of one batch; the mean loss over its labelled tokens."""
     if system == "ours":
         loss, _ = forward_backward(model, [batch], CPU, bf16)
-        return loss
+        return float(loss)
     with autocast(CPU, bf16):
         loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
     loss.backward()
