@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from data.align import Example
+from model.padding_free import RealTokens
 from model.tagger import IGNORE_INDEX
 
 Plan = list[list[int]]  # batches -> example indices, one per row
@@ -24,10 +25,14 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T) long, 1 on real tokens, 0 on padding
     labels: torch.Tensor  # (B, T) long, IGNORE_INDEX on padding and unlabelled tokens
     examples: list[int]  # the example in each row, to map predictions back
+    # What the model would otherwise ask the device for (a wait for every kernel queued before it), known here:
+    tokens: RealTokens  # where the real tokens sit (rows' lengths, flat positions, offsets)
+    labelled: torch.Tensor  # (M,) long, flat (B * T) positions of the labels != IGNORE_INDEX, in order
 
     def to(self, device: torch.device | str) -> "Batch":
         tensors = (self.input_ids, self.attention_mask, self.labels)
-        return Batch(*(t.to(device, non_blocking=True) for t in tensors), self.examples)
+        return Batch(*(t.to(device, non_blocking=True) for t in tensors), self.examples, self.tokens.to(device),
+                     self.labelled.to(device, non_blocking=True))
 
 
 def bucketed_plan(
@@ -107,7 +112,8 @@ def collate(examples: Sequence[Example], batch: Sequence[int], pad_id: int) -> B
     """
     if not batch:
         token = torch.full((1, 1), pad_id, dtype=torch.long)
-        return Batch(token, torch.ones_like(token), torch.full_like(token, IGNORE_INDEX), [])
+        return Batch(token, torch.ones_like(token), torch.full_like(token, IGNORE_INDEX), [],
+                     RealTokens.from_lengths([1], 1), torch.zeros(0, dtype=torch.long))
     shape = (len(batch), max(len(examples[i].input_ids) for i in batch))
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
     attention_mask = torch.zeros(shape, dtype=torch.long)
@@ -117,7 +123,9 @@ def collate(examples: Sequence[Example], batch: Sequence[int], pad_id: int) -> B
         input_ids[row, :n] = torch.tensor(examples[i].input_ids)
         labels[row, :n] = torch.tensor(examples[i].labels)
         attention_mask[row, :n] = 1
-    return Batch(input_ids, attention_mask, labels, list(batch))
+    tokens = RealTokens.from_lengths([len(examples[i].input_ids) for i in batch], shape[1])
+    labelled = (labels.flatten() != IGNORE_INDEX).nonzero().squeeze(1)  # (M,)
+    return Batch(input_ids, attention_mask, labels, list(batch), tokens, labelled)
 
 
 def iterate_batches(examples: Sequence[Example], plan: Plan, pad_id: int) -> Iterator[Batch]:

@@ -2,7 +2,8 @@
 
 config.py     LlamaConfig and the shapes of known checkpoints      rope.py       rotary positions
 attention.py  grouped-query attention, causal or not by an explicit flag
-padding_free.py  the blocks run on the real tokens only; attention goes back to the padded grid (RealTokens)
+padding_free.py  the blocks run on the real tokens only (RealTokens, built on the host); attention on the padded grid
+jagged_attention.py  attention on the jagged stack of real tokens, without the grid (CUDA's varlen kernels)
 memory_saving.py SiluMul, an autograd function that keeps less for backward, beside its plain formula
 llama.py      RMSNorm, SwiGLU, Block, Llama                        tagger.py     backbone + token-classification head
 loading.py    fill a Llama from HF safetensors                     tokenizer.py  text <-> ids (tiktoken, sentencepiece)

@@ -81,17 +81,20 @@ class Llama(nn.Module):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                tokens: RealTokens | None = None) -> torch.Tensor:
         """input_ids (B, T) -> final-normed hidden states (B, T, C), zeros at padding. Logits: `self.lm_head(output)`.
 
         attention_mask (B, T): 1 for real tokens, 0 for padding, which comes after them (right padding), so every
-        row's positions are 0..T-1; None when nothing is padded.
+        row's positions are 0..T-1; None when nothing is padded. tokens: the same layout built on the host
+        (data.batching's `collate` does), which spares the forward pass reading the mask from the device.
         """
         B, T = input_ids.shape
         position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
-        # Padding-free: the blocks see the N real tokens only, as (N, C); attention alone goes back to the (B, T)
-        # grid of sentences, inside `tokens.attend` (model/padding_free.py).
-        tokens = RealTokens(attention_mask, B, T)
+        # Padding-free: the blocks see the N real tokens only, as (N, C); attention alone mixes tokens within each
+        # sentence, inside `tokens.attend` (model/padding_free.py).
+        if tokens is None:
+            tokens = RealTokens.from_mask(attention_mask, B, T)
         cos, sin = self.rotary(tokens.select(position_ids))  # (N, hd)
         x = self.embed_tokens(tokens.select(input_ids))  # (N, C)
         for block in self.layers:

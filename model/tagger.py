@@ -10,15 +10,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.llama import Llama
+from model.padding_free import RealTokens
 
 IGNORE_INDEX = -100  # label of positions that carry no loss: padding, non-first subtokens, context tokens
 
 
 def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy over the positions that carry a label (labels != IGNORE_INDEX), in float32: a bf16 log-softmax
-    would round the loss. logits (..., num_labels) and labels (...): (B, T, L) and (B, T), or (N, L) and (N,)."""
-    labelled = labels != IGNORE_INDEX
-    return F.cross_entropy(logits[labelled].float(), labels[labelled], reduction=reduction)
+    would round the loss. logits (..., num_labels) and labels (...): (B, T, L) and (B, T), or (N, L) and (N,).
+    The unlabelled positions are skipped by `ignore_index`, not by selecting the labelled ones, whose number only the
+    device knows."""
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                           reduction=reduction)
 
 
 class Tagger(nn.Module):
@@ -36,9 +39,10 @@ class Tagger(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids -> (B, T, num_labels) logits."""
-        hidden = self.backbone(input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                tokens: RealTokens | None = None) -> torch.Tensor:
+        """(B, T) ids -> (B, T, num_labels) logits. attention_mask and tokens: as `Llama.forward` takes them."""
+        hidden = self.backbone(input_ids, attention_mask, tokens)
         return self.head(self.dropout(hidden))
 
     def loss(
@@ -47,9 +51,15 @@ class Tagger(nn.Module):
         labels: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         reduction: str = "mean",
+        tokens: RealTokens | None = None,
+        labelled: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`labelled_cross_entropy` of the batch; the head runs on the labelled positions alone."""
-        hidden = self.backbone(input_ids, attention_mask)
-        labelled = labels != IGNORE_INDEX
-        logits = self.head(self.dropout(hidden[labelled]))  # (N, num_labels)
-        return labelled_cross_entropy(logits, labels[labelled], reduction)
+        """`labelled_cross_entropy` of the batch; the head runs on the labelled positions alone.
+
+        labelled (M,): the flat (B * T) positions of the labels != IGNORE_INDEX, in order, as data.batching's
+        `collate` lists them on the host; None: found here, which waits for the device."""
+        hidden = self.backbone(input_ids, attention_mask, tokens)  # (B, T, C)
+        if labelled is None:
+            labelled = (labels.flatten() != IGNORE_INDEX).nonzero().squeeze(1)
+        logits = self.head(self.dropout(hidden.flatten(0, 1)[labelled]))  # (M, num_labels)
+        return labelled_cross_entropy(logits, labels.flatten()[labelled], reduction)

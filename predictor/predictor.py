@@ -18,7 +18,7 @@ from data.conll import Sentence
 from data.decode import DECODERS, decode_tags
 from data.labels import LabelSet
 from data.metrics import Scores, evaluate
-from model.tagger import IGNORE_INDEX, Tagger, labelled_cross_entropy
+from model.tagger import Tagger, labelled_cross_entropy
 from model.tokenizer import Tokenizer
 from predictor.device import autocast, use_bf16
 from predictor.settings import TaggingSettings
@@ -84,12 +84,12 @@ class Predictor:
         for batch in iterate_batches(examples, plan, self.tokenizer.pad_id):
             batch = batch.to(self.device)
             with autocast(self.device, self.bf16):
-                logits = self.tagger(batch.input_ids, batch.attention_mask)  # (B, T, L)
-            if (labelled := int((batch.labels != IGNORE_INDEX).sum())) > 0:
+                logits = self.tagger(batch.input_ids, batch.attention_mask, batch.tokens)  # (B, T, L)
+            if (labelled := batch.labelled.numel()) > 0:
                 scores.loss_sum += labelled_cross_entropy(logits, batch.labels, reduction="sum").item()
                 scores.labelled += labelled
             scores.log_probs.update(batch_predictions(batch, logits.float().log_softmax(-1), examples))
-            bar.update(int(batch.attention_mask.sum()) if batch.examples else 0)
+            bar.update(batch.tokens.count if batch.examples else 0)
         bar.close()
         self.tagger.train(was_training)
         return scores

@@ -108,13 +108,12 @@ def rank_batch_tokens(batch_tokens: int, max_len: int, world: World) -> int:
     return batch_tokens // world.world_size
 
 
-def sum_over_ranks(values: list[float], world: World, device: torch.device) -> list[float]:
-    """Element-wise sums over all ranks (float64, so counts stay exact)."""
-    if not world.distributed:
-        return values
-    total = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.tolist()
+def sum_over_ranks(values: torch.Tensor, world: World) -> torch.Tensor:
+    """Element-wise sums over all ranks, in place, left on the device: nothing waits for the collective until a
+    caller reads the result. Counts are exact in float64."""
+    if world.distributed:
+        dist.all_reduce(values)
+    return values
 
 
 def sum_gradients_over_ranks(params: list[nn.Parameter]) -> None:

@@ -266,10 +266,12 @@ def train_process(
             loss, tokens = forward_backward(tagger, batches, device, run.predictor.bf16, world)
             grad_norm, lr = update(trainable, fitting.optimizer, fitting.scheduler, config.clip_grad_norm)
             progress.step, progress.batch = progress.step + 1, progress.batch + 1
-            tokens_per_s = rate.add(tokens)
+            rate.add(tokens)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}", lr=f"{lr:.2e}")
+            # Reading the loss waits for the device to finish the step: only at the steps that log it.
             if world.is_main and (progress.step % LOG_EVERY == 0 or progress.step == 1):
+                loss, tokens_per_s = float(loss), rate.per_second()
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}", lr=f"{lr:.2e}")
                 log_record(run.place.run_dir, {"type": "train", "step": progress.step, "epoch": progress.epoch,
                                          "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
                                          "tokens_per_s": tokens_per_s})
@@ -377,7 +379,10 @@ class TokenRate:
     def restart(self) -> None:
         self.tokens, self.start = 0, time.perf_counter()
 
-    def add(self, tokens: int) -> float:
-        self.tokens += tokens
-        return self.tokens / (time.perf_counter() - self.start)
+    def add(self, tokens: torch.Tensor) -> None:
+        """Count a step's tokens, a tensor that may still be on its way from the device (nothing waits for it)."""
+        self.tokens = self.tokens + tokens
+
+    def per_second(self) -> float:
+        return float(self.tokens) / (time.perf_counter() - self.start)
 

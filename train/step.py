@@ -13,7 +13,7 @@ import torch
 
 from data.batching import Batch
 from lora.inject import trainable_parameters
-from model.tagger import IGNORE_INDEX, Tagger
+from model.tagger import Tagger
 from predictor.device import autocast
 from train.distributed import SINGLE_PROCESS, World, sum_gradients_over_ranks, sum_over_ranks
 from train.schedule import WarmupCosine
@@ -30,27 +30,32 @@ def micro_batches(batch: list[int], parts: int) -> list[list[int]]:
 
 def forward_backward(
     tagger: Tagger, batches: Sequence[Batch], device: torch.device, bf16: bool, world: World = SINGLE_PROCESS
-) -> tuple[float, int]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward over the micro-batches of one optimizer step (this rank's share of it).
 
     The loss is the mean over every labelled token of the whole step, on all ranks, so accumulating
     micro-batches, or summing the gradients of ranks, gives the same gradient as one large batch. Returns that
-    loss and the number of real (non-pad) tokens processed, both over all ranks.
+    loss and the number of real (non-pad) tokens processed, both over all ranks, as 0-dim tensors: the counts come
+    from the host (each batch's layout), and the loss stays on the device, so the step never waits for it. A caller
+    reads them (`float(loss)`) when it logs.
     """
-    labelled = sum(int((b.labels != IGNORE_INDEX).sum()) for b in batches)
-    [labelled_total] = sum_over_ranks([labelled], world, device)
-    loss_total, tokens = 0.0, 0
+    labelled_total = sum(b.labelled.numel() for b in batches)
+    tokens = sum(b.tokens.count for b in batches)
+    if world.distributed:
+        # Summed on the device (exact in float64): the loss is divided by a tensor that nothing waits for.
+        counts = torch.tensor([labelled_total, tokens], dtype=torch.float64).to(device, non_blocking=True)
+        labelled_total, tokens = sum_over_ranks(counts, world).float()
+    loss_total = torch.zeros((), device=device)
     for batch in batches:
         with autocast(device, bf16):
-            loss = tagger.loss(batch.input_ids, batch.labels, batch.attention_mask, reduction="sum") / labelled_total
+            loss = tagger.loss(batch.input_ids, batch.labels, batch.attention_mask, reduction="sum",
+                               tokens=batch.tokens, labelled=batch.labelled) / labelled_total
         loss.backward()
-        loss_total += loss.item()
-        tokens += int((batch.attention_mask > 0).sum())
-    if not world.distributed:
-        return loss_total, tokens
-    sum_gradients_over_ranks(list(trainable_parameters(tagger).values()))
-    loss_total, tokens = sum_over_ranks([loss_total, tokens], world, device)
-    return loss_total, int(tokens)
+        loss_total += loss.detach()
+    if world.distributed:
+        sum_gradients_over_ranks(list(trainable_parameters(tagger).values()))
+        loss_total = sum_over_ranks(loss_total, world)
+    return loss_total, torch.as_tensor(tokens)
 
 
 def update(

@@ -11,7 +11,9 @@ from model.config import PRESETS, LlamaConfig
 from model.llama import Llama
 from model.loading import load_llama
 from model.memory_saving import SiluMul, silu_mul_reference
-from model.padding_free import RealTokens
+from model import padding_free
+from model.jagged_attention import jagged_attention
+from model.padding_free import RealTokens, padded_attention
 from model.rope import rope_inv_freq
 from tests.hf_reference import load_hf, make_hf_checkpoint
 
@@ -250,9 +252,114 @@ def test_silu_mul_equals_the_plain_formula_and_keeps_a_third_less():
 
 def test_real_tokens_round_trip_and_scatter_keeps_only_the_index():
     mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
-    tokens = RealTokens(mask, 2, 4)
+    tokens = RealTokens.from_mask(mask, 2, 4)
     x = torch.randn(4, 3, requires_grad=True)  # the 4 real tokens
     grid = tokens.scatter(x)  # (2, 4, 3)
     assert torch.equal(grid[mask.bool()], x) and not grid[~mask.bool()].any()
     assert torch.equal(tokens.select(grid), x)
     assert saved_bytes(lambda: tokens.scatter(x)) == tokens.index.nbytes
+
+
+# ---- attention on the jagged stack of real tokens (model/jagged_attention.py) against the padded grid and HF ----
+
+def layout(lengths: list[int], jagged: bool) -> RealTokens:
+    return RealTokens.from_lengths(lengths, max(lengths), jagged=jagged)
+
+
+@pytest.fixture
+def jagged_calls(monkeypatch) -> list[int]:
+    """How many attention calls took the jagged path: the comparisons below would hold trivially if none did."""
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return jagged_attention(*args)
+
+    monkeypatch.setattr(padding_free, "jagged_attention", counted)
+    return calls
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+def test_jagged_attention_equals_the_padded_grid_and_hf(checkpoint, causal, jagged_calls):
+    """Windows of one token included; causal layers stay on the grid (model/padding_free.py says why)."""
+    ours = load_llama(checkpoint, causal=causal).eval()
+    ref = load_hf(checkpoint, causal=causal)
+    lengths = [17, 9, 1, 12]
+    ids, mask = right_padded_batch(ours.config.vocab_size, lengths)
+    with torch.no_grad():
+        jagged = ours(ids, mask, layout(lengths, jagged=True))
+        padded = ours(ids, mask, layout(lengths, jagged=False))
+        ref_logits = ref(input_ids=ids, attention_mask=mask).logits
+    assert len(jagged_calls) == (0 if causal else ours.config.num_layers)
+    torch.testing.assert_close(jagged, padded, rtol=1e-5, atol=1e-5)
+    assert_logits_close(ours.lm_head(jagged), ref_logits, mask)
+
+
+@pytest.mark.parametrize("heads", [(4, 4), (6, 2), (8, 2)], ids=["mha", "gqa-group3", "gqa-group4"])
+def test_jagged_attention_and_its_gradients_equal_the_padded_grid(heads):
+    nh, n_kv = heads
+    lengths = [7, 1, 4, 9]
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(sum(lengths), nh, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(sum(lengths), n_kv, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in "kv")
+    tokens = layout(lengths, jagged=True)
+    jagged = jagged_attention(q, k, v, tokens.offsets, min(lengths), max(lengths))
+    padded = padded_attention(tokens, q, k, v, is_causal=False)
+    torch.testing.assert_close(jagged, padded)
+    grad = torch.randn(padded.shape, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad(jagged, (q, k, v), grad), torch.autograd.grad(padded, (q, k, v), grad)):
+        torch.testing.assert_close(a, b)
+
+
+def test_jagged_attention_sees_later_tokens_of_its_row_only(jagged_calls):
+    """Bidirectional: changing a row's last token moves its earlier outputs, and nothing of the other rows."""
+    model = tiny_model(causal=False)
+    lengths = [10, 6]
+    ids, mask = right_padded_batch(100, lengths, seed=3)
+    changed = ids.clone()
+    changed[0, 9] = (ids[0, 9] + 1) % 100
+    with torch.no_grad():
+        before, after = (model(x, mask, layout(lengths, jagged=True)) for x in (ids, changed))
+    assert jagged_calls
+    assert (before[0, :9] - after[0, :9]).abs().max() > 1e-3
+    assert torch.equal(before[1], after[1])
+
+
+def test_jagged_attention_batch_equals_each_sequence_alone_and_ignores_padding(jagged_calls):
+    model = tiny_model(causal=False)
+    lengths = [5, 11, 1, 8]
+    ids, mask = right_padded_batch(100, lengths, seed=4)
+    garbage = torch.where(mask.bool(), ids, torch.randint(0, 100, ids.shape))
+    with torch.no_grad():
+        batched = model(ids, mask, layout(lengths, jagged=True))
+        assert torch.equal(batched[mask.bool()], model(garbage, mask, layout(lengths, jagged=True))[mask.bool()])
+        for row, length in enumerate(lengths):
+            torch.testing.assert_close(batched[row, :length], model(ids[row : row + 1, :length])[0],
+                                       rtol=1e-5, atol=1e-5)
+    assert jagged_calls
+
+
+def test_jagged_attention_padding_reaches_no_gradient(jagged_calls):
+    """The gradients of a padded batch on the jagged path are the sum of its sequences' gradients alone."""
+    model = tiny_model(causal=False)
+    lengths = [3, 8, 5]
+    ids, mask = right_padded_batch(100, lengths, seed=6)
+    weights = torch.randn(*ids.shape, model.config.hidden_size, generator=torch.Generator().manual_seed(7))
+    (model(ids, mask, layout(lengths, jagged=True)) * weights).sum().backward()
+    batched = {name: p.grad for name, p in model.named_parameters()}
+    model.zero_grad()
+    for row, length in enumerate(lengths):
+        (model(ids[row : row + 1, :length]) * weights[row : row + 1, :length]).sum().backward()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(batched[name]).all(), name
+        torch.testing.assert_close(batched[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert jagged_calls
+
+
+def test_a_cpu_batch_keeps_the_padded_grid_by_default(jagged_calls):
+    """jagged=None picks by device: the grid on a CPU, where it measured faster (docs/performance.md)."""
+    model = tiny_model(causal=False)
+    ids, mask = right_padded_batch(100, [4, 2], seed=8)
+    with torch.no_grad():
+        model(ids, mask, layout([4, 2], jagged=None))
+    assert jagged_calls == []
