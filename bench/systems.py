@@ -93,7 +93,7 @@ def train_step(system: str, model: nn.Module, batch: Batch, bf16: bool) -> float
 
 def tag_batch(system: str, model: nn.Module, batch: Batch) -> torch.Tensor:
     if system == "ours":
-        return model(batch.input_ids, batch.attention_mask)
+        return model(batch.input_ids, batch.attention_mask, batch.tokens)  # the layout the batch built: no wait
     return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
 
