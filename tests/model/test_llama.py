@@ -175,23 +175,6 @@ def test_contents_of_pad_positions_change_nothing(causal):
         assert torch.equal(model(ids, mask)[real], model(garbage, mask)[real])
 
 
-@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
-def test_padding_reaches_no_gradient(causal):
-    """Backward too, a padded batch is its sequences run alone: its gradients are finite and the sum of theirs."""
-    model = tiny_model(causal=causal)
-    lengths = [3, 8, 5]
-    ids, mask = right_padded_batch(100, lengths, seed=6)
-    weights = torch.randn(*ids.shape, model.config.hidden_size, generator=torch.Generator().manual_seed(7))
-    (model(ids, mask) * weights).sum().backward()  # every output of the grid, padding's zeros too
-    batched = {name: p.grad for name, p in model.named_parameters()}
-    model.zero_grad()
-    for row, length in enumerate(lengths):
-        (model(ids[row : row + 1, :length]) * weights[row : row + 1, :length]).sum().backward()
-    for name, p in model.named_parameters():
-        assert torch.isfinite(batched[name]).all(), name
-        torch.testing.assert_close(batched[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
-
-
 def test_bidirectional_top_layers_lifts_the_mask_only_near_the_output():
     causal = tiny_model(causal=True)
     top = tiny_model(causal=True, bidirectional_top_layers=1)
@@ -339,21 +322,24 @@ def test_jagged_attention_batch_equals_each_sequence_alone_and_ignores_padding(j
     assert jagged_calls
 
 
-def test_jagged_attention_padding_reaches_no_gradient(jagged_calls):
-    """The gradients of a padded batch on the jagged path are the sum of its sequences' gradients alone."""
-    model = tiny_model(causal=False)
+@pytest.mark.parametrize("causal, jagged", [(True, False), (False, False), (False, True)],
+                         ids=["causal", "bidirectional", "bidirectional-jagged"])
+def test_padding_reaches_no_gradient(causal, jagged, jagged_calls):
+    """Backward too, a padded batch is its sequences run alone: its gradients are finite and the sum of theirs, on the
+    padded grid and on the jagged stack."""
+    model = tiny_model(causal=causal)
     lengths = [3, 8, 5]
     ids, mask = right_padded_batch(100, lengths, seed=6)
     weights = torch.randn(*ids.shape, model.config.hidden_size, generator=torch.Generator().manual_seed(7))
-    (model(ids, mask, layout(lengths, jagged=True)) * weights).sum().backward()
+    (model(ids, mask, layout(lengths, jagged)) * weights).sum().backward()  # every output, padding's zeros too
     batched = {name: p.grad for name, p in model.named_parameters()}
+    assert bool(jagged_calls) == jagged
     model.zero_grad()
     for row, length in enumerate(lengths):
         (model(ids[row : row + 1, :length]) * weights[row : row + 1, :length]).sum().backward()
     for name, p in model.named_parameters():
         assert torch.isfinite(batched[name]).all(), name
         torch.testing.assert_close(batched[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
-    assert jagged_calls
 
 
 def test_a_cpu_batch_keeps_the_padded_grid_by_default(jagged_calls):
