@@ -27,8 +27,9 @@ ALLOWED = {
 }
 
 
-def imported_rooms(path: Path) -> dict[str, int]:
-    """room -> first line importing it, for every import of another room in a file (top level or in a function)."""
+def imported_modules(path: Path) -> dict[str, int]:
+    """top-level module -> first line importing it, for every absolute import in a file (top level or in a
+    function)."""
     found: dict[str, int] = {}
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         names = []
@@ -37,10 +38,13 @@ def imported_rooms(path: Path) -> dict[str, int]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
         for name in names:
-            room = name.split(".")[0]
-            if room in ROOMS:
-                found.setdefault(room, node.lineno)
+            found.setdefault(name.split(".")[0], node.lineno)
     return found
+
+
+def imported_rooms(path: Path) -> dict[str, int]:
+    """room -> first line importing it, for every import of another room in a file."""
+    return {module: line for module, line in imported_modules(path).items() if module in ROOMS}
 
 
 @pytest.mark.parametrize("room", ROOMS)
@@ -74,17 +78,6 @@ def test_tagging_loads_nothing_of_training():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('train', 'bench')))")
     found = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
-
-
-def top_level_imports(path: Path) -> dict[str, int]:
-    """module -> first line importing it, for every absolute import in a file."""
-    found: dict[str, int] = {}
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
-            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
-        for name in names:
-            found.setdefault(name.split(".")[0], node.lineno)
-    return found
 
 
 def normalised(distribution: str) -> str:
@@ -123,7 +116,7 @@ def test_every_third_party_import_is_declared(rooms, requirements):
     missing = []
     for room in rooms:
         for path in sorted((ROOT / room).rglob("*.py")):
-            for module, line in top_level_imports(path).items():
+            for module, line in imported_modules(path).items():
                 if module in sys.stdlib_module_names or module in ROOMS + ("tests", "__future__"):
                     continue
                 found = {normalised(d) for d in distributions.get(module, [module])}
