@@ -79,7 +79,7 @@ def check_bidirectional(model: nn.Module, vocab_size: int, device: torch.device,
                            "the peer attends causally")
 
 
-def train_step(system: str, model: nn.Module, batch: Batch, bf16: bool) -> float | torch.Tensor:
+def train_step(system: str, model: nn.Module, batch: Batch, bf16: bool) -> torch.Tensor:
     """Forward and backward of one batch; the mean loss over its labelled tokens, where the system leaves it."""
     device = batch.input_ids.device
     if system == "ours":
@@ -97,12 +97,12 @@ def tag_batch(system: str, model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
 
-def training_step(system: str, model: nn.Module, bf16: bool) -> Callable[[Batch], float | torch.Tensor]:
+def training_step(system: str, model: nn.Module, bf16: bool) -> Callable[[Batch], torch.Tensor]:
     """One optimizer step on a batch, as a function of the batch: forward, backward, clip, AdamW."""
     trainable = list(trainable_parameters(model).values())
     optimizer = AdamW(trainable, lr=1e-4, weight_decay=0.0)
 
-    def step(batch: Batch) -> float | torch.Tensor:
+    def step(batch: Batch) -> torch.Tensor:
         loss = train_step(system, model, batch, bf16)
         update(trainable, optimizer, clip_grad_norm=CLIP_GRAD_NORM)
         return loss
@@ -110,7 +110,7 @@ def training_step(system: str, model: nn.Module, bf16: bool) -> Callable[[Batch]
     return step
 
 
-def time_training(step: Callable[[Batch], float | torch.Tensor], model: nn.Module, warmup: list[Batch],
+def time_training(step: Callable[[Batch], torch.Tensor], model: nn.Module, warmup: list[Batch],
                   timed: list[Batch]) -> tuple[float, list[float]]:
     """Seconds of `step` on the timed batches, after the untimed warm-up batches; the timed steps' losses."""
     model.train()

@@ -14,7 +14,7 @@ import torch
 
 from data.align import Example
 from model.padding_free import RealTokens
-from model.tagger import IGNORE_INDEX
+from model.tagger import IGNORE_INDEX, labelled_positions
 
 Plan = list[list[int]]  # batches -> example indices, one per row
 
@@ -124,8 +124,7 @@ def collate(examples: Sequence[Example], batch: Sequence[int], pad_id: int) -> B
         labels[row, :n] = torch.tensor(examples[i].labels)
         attention_mask[row, :n] = 1
     tokens = RealTokens.from_lengths([len(examples[i].input_ids) for i in batch], shape[1])
-    labelled = (labels.flatten() != IGNORE_INDEX).nonzero().squeeze(1)  # (M,)
-    return Batch(input_ids, attention_mask, labels, list(batch), tokens, labelled)
+    return Batch(input_ids, attention_mask, labels, list(batch), tokens, labelled_positions(labels))
 
 
 def iterate_batches(examples: Sequence[Example], plan: Plan, pad_id: int) -> Iterator[Batch]:

@@ -15,6 +15,12 @@ from model.padding_free import RealTokens
 IGNORE_INDEX = -100  # label of positions that carry no loss: padding, non-first subtokens, context tokens
 
 
+def labelled_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(M,) long: the flat positions of `labels` (any shape) that carry a label (!= IGNORE_INDEX), in order. Their
+    number is data-dependent: on a GPU, finding them waits for the device, so batches find them on the host."""
+    return (labels.flatten() != IGNORE_INDEX).nonzero().squeeze(1)
+
+
 def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy over the positions that carry a label (labels != IGNORE_INDEX), in float32: a bf16 log-softmax
     would round the loss. logits (..., num_labels) and labels (...): (B, T, L) and (B, T), or (N, L) and (N,).
@@ -60,6 +66,6 @@ class Tagger(nn.Module):
         `collate` lists them on the host; None: found here, which waits for the device."""
         hidden = self.backbone(input_ids, attention_mask, tokens)  # (B, T, C)
         if labelled is None:
-            labelled = (labels.flatten() != IGNORE_INDEX).nonzero().squeeze(1)
+            labelled = labelled_positions(labels)
         logits = self.head(self.dropout(hidden.flatten(0, 1)[labelled]))  # (M, num_labels)
         return labelled_cross_entropy(logits, labels.flatten()[labelled], reduction)
