@@ -205,7 +205,7 @@ def measure(shape: str, budget: int, system: str, args: argparse.Namespace, devi
     syncs = host_syncs(lambda: step(timed[0])) if device.type == "cuda" else None
     tag_seconds = time_tagging(system, model, timed[:2], timed, bf16)
 
-    lengths = [int(n) for b in timed for n in b.attention_mask.sum(1).tolist()]
+    lengths = [n for b in timed for n in b.tokens.lengths]  # the real tokens of each row, known on the host
     attended, real_tokens = mean_attended(lengths), sum(lengths)
     return {
         "shape": shape, "budget": budget, "system": system, "precision": "bf16" if bf16 else "float32",

@@ -117,7 +117,7 @@ def worker(system: str, batching: str, precision: str, memory: str, args: argpar
     train_seconds, losses = time_training(training_step(system, model, bf16), model, batches[:WARMUP_STEPS], batches)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     tag_seconds = time_tagging(system, model, [], batches, bf16)  # right after training, no warm-up
-    real = sum(int(b.attention_mask.sum()) for b in batches)
+    real = sum(b.tokens.count for b in batches)
     return {"system": system, "batching": batching, "precision": precision, "memory": memory,
             "real_tokens": real, "slots": sum(b.input_ids.numel() for b in batches),
             "train_tokens_per_s": real / train_seconds, "tag_tokens_per_s": real / tag_seconds,
