@@ -1,7 +1,7 @@
 """Training and tagging speed of our LoRA tagger against HF transformers + PEFT on one accelerator, one table.
 
     python -m bench.gpu [--device cuda] [--shapes llama-3.2-1b,smollm2-135m] [--budgets 2048,8192,32768]
-                        [--systems ours,hf] [--steps 10] [--warmup 2] [--peak-tflops 989] [--json PATH]
+                        [--systems ours,ours-compiled,hf] [--steps 10] [--warmup 2] [--peak-tflops 989] [--json PATH]
                                                                                               (make bench-gpu)
 
 Every cell of shape x token budget x system runs in its own subprocess, so its peak memory is its own. On a CPU
@@ -10,7 +10,8 @@ the defaults are the `tiny` shape and budgets of 256 and 1024 tokens: the same t
 The models are what `python -m train` fine-tunes, built from a preset shape with random weights instead of a
 checkpoint (speed does not depend on the values; seeded): the frozen base in bf16 on a GPU (float32 on a CPU unless
 `--precision bf16`), bf16 autocast, bidirectional attention, LoRA r 16 / alpha 32 on all seven projections
-(dropout 0), a 9-label head, LoRA and head in float32. Ours is `model.Llama` + `lora`; the peer is transformers'
+(dropout 0), a 9-label head, LoRA and head in float32. Ours is `model.Llama` + `lora`, eager, or with each block
+compiled (`ours-compiled`: train.build.compile_blocks; its warm-up steps compile); the peer is transformers'
 `LlamaForTokenClassification` + PEFT (bench/systems.py).
 
 Sentences are random token ids with CoNLL-2003 lengths: drawn by inverse CDF from `CONLL_LENGTH_QUANTILES`, the
@@ -23,7 +24,8 @@ small); both systems get the very same batches, collated and moved to the device
 A training step is bench/systems.py's: the system's forward and backward, then gradient norm clipped at 1.0 and
 AdamW. The clock (bench/timing.py) starts after the warm-up steps and waits for the GPU at both ends. After the
 timed steps, one more step is run under torch.profiler to count the ATen operators it dispatches, and on a GPU one
-more under `torch.cuda.set_sync_debug_mode` to count the times it makes the host wait (bench/host.py).
+more under `torch.cuda.set_sync_debug_mode` to count the times it makes the host wait (bench/host.py). A compiled
+step's count includes its fused kernels, which are not ATen operators.
 
 Model FLOPs and MFU are `bench/flops.py`'s: per real token, forward = 2 x the blocks' projection weights + 4 x
 layers x mean attended length x heads x head_dim; a LoRA training step with a frozen base = 2 x the linear part
@@ -47,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch._inductor import config as inductor_config
 
 from bench.flops import forward_flops_per_token, matmul_ceiling, mean_attended, train_flops_per_token
 from bench.host import dispatched_ops, host_syncs
@@ -80,6 +83,9 @@ NUM_LABELS = 9  # a CoNLL-2003-sized head: O and B-/I- for four types
 LONGEST = CONLL_LENGTH_QUANTILES[-1][1]
 # (shapes, token budgets per step) when --shapes / --budgets are not given
 DEFAULTS = {"cuda": (["llama-3.2-1b", "smollm2-135m"], [2048, 8192, 32768]), "cpu": (["tiny"], [256, 1024])}
+# The cells' systems: bench/systems.py's, and ours with compiled blocks, which trains and tags as ours does.
+CELL_SYSTEMS = (*SYSTEMS, "ours-compiled")
+CELL_NAMES = {**NAMES, "ours-compiled": "ours, compiled"}
 
 
 def conll_like_lengths(count: int, rng: np.random.Generator) -> list[int]:
@@ -178,7 +184,9 @@ def build(system: str, config: LlamaConfig, args: argparse.Namespace, device: to
         return model
     tagger = build_random_tagger(config, device, dtype)
     tagger.backbone.activation_checkpointing = args.activation_checkpointing
-    if args.compile:
+    if system == "ours-compiled":
+        # The profiler then sees each fused CPU kernel, as it sees every Triton kernel on a GPU (bench/host.py).
+        inductor_config.cpp.enable_kernel_profile = True
         compile_blocks(tagger)
     return tagger
 
@@ -196,14 +204,15 @@ def measure(shape: str, budget: int, system: str, args: argparse.Namespace, devi
     batches = synthetic_batches(config, budget, args.warmup + args.steps, args.seed, device)
     warmup, timed = batches[: args.warmup], batches[args.warmup :]
 
-    step = training_step(system, model, bf16)
+    runs_as = "ours" if system == "ours-compiled" else system
+    step = training_step(runs_as, model, bf16)
     train_seconds, losses = time_training(step, model, warmup, timed)
     if not all(math.isfinite(loss) for loss in losses):
         raise RuntimeError(f"{system}: training loss is not finite: {losses}")
     memory, memory_kind = peak_memory(device)
     ops = dispatched_ops(lambda: step(timed[0]))
     syncs = host_syncs(lambda: step(timed[0])) if device.type == "cuda" else None
-    tag_seconds = time_tagging(system, model, timed[:2], timed, bf16)
+    tag_seconds = time_tagging(runs_as, model, timed[:2], timed, bf16)
 
     lengths = [n for b in timed for n in b.tokens.lengths]  # the real tokens of each row, known on the host
     attended, real_tokens = mean_attended(lengths), sum(lengths)
@@ -227,8 +236,7 @@ def run_cell(shape: str, budget: int, system: str, args: argparse.Namespace) -> 
     """`measure` in a fresh process; a cell that fails or runs past `--cell-timeout` is a record with its error."""
     command = [sys.executable, "-m", "bench.gpu", "--worker", shape, str(budget), system, "--device", args.device,
                "--precision", args.precision, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--seed", str(args.seed), *(["--activation-checkpointing"] if args.activation_checkpointing else []),
-               *(["--compile"] if args.compile else [])]
+               "--seed", str(args.seed), *(["--activation-checkpointing"] if args.activation_checkpointing else [])]
     cell = {"shape": shape, "budget": budget, "system": system}
     try:
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=args.cell_timeout)
@@ -272,10 +280,10 @@ def markdown_table(records: list[dict]) -> str:
     for r in records:
         cell = f"| {r['shape']} | {r['budget']:,}"
         if "error" in r:
-            lines.append(f"{cell} | {NAMES[r['system']]} | failed: {r['error'][:120]} |" + " |" * 8)
+            lines.append(f"{cell} | {CELL_NAMES[r['system']]} | failed: {r['error'][:120]} |" + " |" * 8)
             continue
         lines.append(
-            f"{cell} ({r['real_tokens'] / r['steps']:,.0f}) | {NAMES[r['system']]} | "
+            f"{cell} ({r['real_tokens'] / r['steps']:,.0f}) | {CELL_NAMES[r['system']]} | "
             f"{r['train_tokens_per_s']:,.0f} | "
             f"{mfu(r, 'train')} | {r['tag_tokens_per_s']:,.0f} | {mfu(r, 'tag')} | {number(r['train_x_hf'], '.2f')} | "
             f"{number(r['tag_x_hf'], '.2f')} | {r['peak_memory_bytes'] / 2**30:.2f} GiB | {r['ops_per_step']:,} | "
@@ -309,13 +317,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"token slots per training step, comma-separated; default: {DEFAULTS['cuda'][1]} on a "
                              f"GPU, {DEFAULTS['cpu'][1]} on a CPU")
     parser.add_argument("--systems", type=lambda s: s.split(","), default=list(SYSTEMS),
-                        help="comma-separated, of ours and hf (HF transformers + PEFT)")
+                        help="comma-separated, of ours, ours-compiled (each block torch.compiled) and hf "
+                             "(HF transformers + PEFT); default: ours,hf")
     parser.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
                         help="auto: bf16 on a GPU that supports it, float32 on a CPU")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per cell")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps before the clock starts")
     parser.add_argument("--activation-checkpointing", action="store_true", help="ours only")
-    parser.add_argument("--compile", action="store_true", help="torch.compile each transformer block (ours only)")
     parser.add_argument("--peak-tflops", type=float, help="stated dense peak of the device in the run's precision")
     parser.add_argument("--cell-timeout", type=float, default=600, help="seconds one cell may take")
     parser.add_argument("--seed", type=int, default=0)
@@ -351,8 +359,8 @@ def check(args: argparse.Namespace, shapes: list[str], budgets: list[int], parse
     """One clear line for a bad flag, before any cell runs."""
     if unknown := [s for s in shapes if s not in CONFIGS]:
         parser.error(f"--shapes: unknown shape {unknown[0]!r}; known: {', '.join(CONFIGS)}")
-    if unknown := [s for s in args.systems if s not in SYSTEMS]:
-        parser.error(f"--systems: unknown system {unknown[0]!r}; known: {', '.join(SYSTEMS)}")
+    if unknown := [s for s in args.systems if s not in CELL_SYSTEMS]:
+        parser.error(f"--systems: unknown system {unknown[0]!r}; known: {', '.join(CELL_SYSTEMS)}")
     if short := [b for b in budgets if b < LONGEST]:
         parser.error(f"--budgets: {short[0]} is under {LONGEST}, the longest sentence; a step must hold one")
     if args.steps < 1 or args.warmup < 0:

@@ -5,7 +5,10 @@ operator it hands a GPU, so a step of many small operators is bound by launches,
 ATen operators the profiler records that no other ATen operator called: each call from Python, or from an autograd
 node in the backward pass, into the dispatcher. An operator that another one calls (`aten::linear` calling
 `aten::addmm`) is its caller's business and is not counted again; views and no-op casts are counted, as their
-dispatch costs the host time all the same.
+dispatch costs the host time all the same. A compiled graph (torch.compile) launches fused kernels that are no ATen
+operators: they are counted too, by the names inductor gives them (`triton_*` on a GPU, which the profiler always
+sees; `*cpp_fused_*` on a CPU, which it sees when `torch._inductor.config.cpp.enable_kernel_profile` was set before
+compiling).
 
 A host sync (`.item()`, `bool(tensor)`, `nonzero()`, a copy to the CPU) stops the host from queueing work until the
 GPU has caught up, so the GPU idles while the host catches up in turn. `torch.cuda.set_sync_debug_mode("warn")`
@@ -21,12 +24,21 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
+def is_compiled_kernel(name: str) -> bool:
+    """Whether a profiler event is a kernel that inductor generated (one launch, however many operators it fuses)."""
+    return name.startswith("triton_") or "cpp_fused_" in name
+
+
 def dispatched_ops(call: Callable[[], object]) -> int:
-    """How many ATen operators `call()` dispatches that no other ATen operator called."""
+    """How many ATen operators `call()` dispatches that no other ATen operator called, and how many compiled kernels
+    it launches."""
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         call()
     count = 0
     for event in profiler.events():
+        if is_compiled_kernel(event.name):
+            count += 1
+            continue
         if not event.name.startswith("aten::"):
             continue
         parent = event.cpu_parent

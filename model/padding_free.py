@@ -83,6 +83,10 @@ class RealTokens:
             x = grid
         return x.unflatten(0, (len(self.lengths), self.length))
 
+    # Kept out of compiled graphs (train/build.compile_blocks): the layout changes with every batch, and a graph that
+    # read it would be recompiled for each one. Attention is one fused SDPA kernel already; what compiling fuses is
+    # the per-token work around it, whose only varying size, N, the compiler treats as dynamic.
+    @torch.compiler.disable
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool) -> torch.Tensor:
         """softmax(q k^T / sqrt(hd)) v (Vaswani et al. 2017) among the real tokens of each sentence.
 

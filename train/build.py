@@ -27,7 +27,10 @@ def build_tagger(
 
 
 def compile_blocks(tagger: Tagger) -> None:
-    """torch.compile each transformer block, in place (state-dict keys unchanged), for dynamic shapes: every batch
-    has its own length. Per block: the FLOPs are there, and the masks and padding layout stay out of the graph."""
+    """torch.compile each transformer block, in place (state-dict keys unchanged): the norms, rotary, the LoRA
+    casts and SwiGLU's elementwise work fuse around the matmuls. Attention runs between two compiled graphs, outside
+    them (`RealTokens.attend`), so no graph depends on the batch's layout; the number of real tokens N is a dynamic
+    size. A run compiles a few graphs in its first steps (with and without gradients, the first block, whose input
+    needs none, and the others) and no more, whatever its batches' lengths (tests/train/test_build.py)."""
     for block in tagger.backbone.layers:
         block.compile(dynamic=True)

@@ -21,7 +21,7 @@ BUDGET, STEPS, WARMUP = 256, 2, 1
 
 
 def cell_args(**changes) -> argparse.Namespace:
-    args = dict(precision="auto", steps=STEPS, warmup=WARMUP, seed=0, activation_checkpointing=False, compile=False)
+    args = dict(precision="auto", steps=STEPS, warmup=WARMUP, seed=0, activation_checkpointing=False)
     return argparse.Namespace(**{**args, **changes})
 
 
@@ -64,6 +64,15 @@ def test_activation_checkpointing_trains_the_same(cells):
     # Same seed, same weights and batches: recomputing activations must not change the losses.
     assert result["first_loss"] == pytest.approx(cells["ours"]["first_loss"], rel=1e-5)
     assert result["last_loss"] == pytest.approx(cells["ours"]["last_loss"], rel=1e-5)
+
+
+def test_compiled_blocks_train_the_same_with_fewer_launches(cells):
+    """Same seed, weights and batches: compiling the blocks changes the kernels, not the losses; the fused
+    elementwise work launches fewer kernels than eager dispatches operators (the launch count on a GPU)."""
+    result = gpu_bench.measure("tiny", BUDGET, "ours-compiled", cell_args(), CPU)
+    assert result["first_loss"] == pytest.approx(cells["ours"]["first_loss"], rel=1e-5)
+    assert result["last_loss"] == pytest.approx(cells["ours"]["last_loss"], rel=1e-5)
+    assert 0 < result["ops_per_step"] < cells["ours"]["ops_per_step"]
 
 
 def test_bf16_cells_run_as_on_a_gpu():

@@ -8,6 +8,8 @@ import argparse
 from collections import Counter
 
 import torch
+from torch._inductor import config as inductor_config
+from torch._inductor import metrics as inductor_metrics
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench import gpu as gpu_bench
@@ -51,8 +53,27 @@ def test_an_operator_called_by_another_is_not_counted_again():
     assert dispatched_ops(lambda: torch.nn.functional.linear(x, w)) == 1
 
 
+def test_a_compiled_function_counts_its_fused_kernels_as_launches():
+    """Inductor's own count of the kernels it generated is the oracle: the matmul stays an ATen call (to the BLAS),
+    the elementwise tail fuses; the eager program dispatches each operator on its own."""
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+
+    def program(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.mm(a, b).tanh().mul(0.5).add(b)
+
+    torch._dynamo.reset()
+    inductor_metrics.reset()
+    compiled = torch.compile(program, backend="inductor")
+    with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+        compiled(a, b)
+    fused = inductor_metrics.generated_kernel_count
+    assert fused >= 1
+    assert dispatched_ops(lambda: program(a, b)) == 4
+    assert dispatched_ops(lambda: compiled(a, b)) == 1 + fused
+
+
 def test_a_training_step_is_counted_the_same_each_time_for_both_systems():
-    args = argparse.Namespace(seed=0, activation_checkpointing=False, compile=False)
+    args = argparse.Namespace(seed=0, activation_checkpointing=False)
     [batch] = gpu_bench.synthetic_batches(gpu_bench.TINY, 256, 1, 0, CPU)
     for system in ("ours", "hf"):
         model = gpu_bench.build(system, gpu_bench.TINY, args, CPU, bf16=False)
