@@ -12,6 +12,10 @@
 #   bench   `python3 -m bench.gpu`: ours against HF + PEFT, Llama-3.2-1B and SmolLM2-135M shapes, 2k/8k/32k tokens
 #           per step; its syncs/step column is the sync check (`torch.cuda.set_sync_debug_mode`)
 #   train   `python3 -m train` with the default recipe on CoNLL-2003, timed (conversion excluded)
+#   eval    `python3 -m bench.eval_batches` on the trained run: tagging speed at 2k to 32k padded tokens a pass, to
+#           check the GPU's tagging budget (predictor.device.TAGGING_TOKENS)
+#   compiled  `python3 -m bench.gpu --systems ours,ours-compiled` at 8k tokens per step: what compiling the blocks
+#           (train/build.compile_blocks) buys on the GPU, and its launches per step against eager's
 # --dry-run runs the same steps on this machine's CPU at tiny sizes (the tiny shape, 256-token steps, a few training
 # steps on the first sentences of --data) to catch plumbing mistakes before a GPU's time is spent.
 set -u -o pipefail
@@ -101,11 +105,17 @@ head_of_data() {
 
 if ((DRY)); then
     BENCH=(python3 -m bench.gpu --device cpu --budgets 256 --steps 2 --warmup 1)
+    EVAL=(python3 -m bench.eval_batches --run "$LOGS/train-run" --data "$LOGS/data/valid.txt" --budgets 2048 512)
+    COMPILED=(python3 -m bench.gpu --device cpu --budgets 256 --steps 2 --warmup 2 --systems ours,ours-compiled)
     head_of_data 200
     TRAIN=(python3 -m train --data "$LOGS/data" --out "$LOGS/train-run" --device cpu --max-steps 2
            --subset-eval-every 0 --train-eval-sentences 20)
 else
     BENCH=(python3 -m bench.gpu ${PEAK:+--peak-tflops "$PEAK"} --cell-timeout 150)
+    EVAL=(python3 -m bench.eval_batches --run "$LOGS/train-run" --data "$DATA/valid.txt"
+          --budgets 16384 2048 8192 32768)
+    COMPILED=(python3 -m bench.gpu ${PEAK:+--peak-tflops "$PEAK"} --cell-timeout 150 --budgets 8192 --warmup 3
+              --systems ours,ours-compiled)
     TRAIN=(python3 -m train --data "$DATA" --out "$LOGS/train-run")
 fi
 
@@ -115,9 +125,14 @@ run env 60 'grep -m1 "^torch" "$LOGS/env.log"' env_check
 run model 180 'tail -n1 "$LOGS/model.log"' model
 run bench 420 'echo "the table above; $LOGS/bench.json"' "${BENCH[@]}" --json "$LOGS/bench.json"
 run train 300 'grep -m1 "^best validation F1" "$LOGS/train.log"' "${TRAIN[@]}"
+run eval 120 'tail -n1 "$LOGS/eval.log"' "${EVAL[@]}"
+run compiled 300 'echo "the table above; $LOGS/compiled.json"' "${COMPILED[@]}" --json "$LOGS/compiled.json"
 
 echo
-[[ -f $LOGS/bench.log ]] && sed -n '/^| shape |/,$p' "$LOGS/bench.log" && echo
+for table in bench compiled; do
+    [[ -f $LOGS/$table.log ]] && sed -n '/^| shape |/,$p' "$LOGS/$table.log" && echo
+done
+[[ -f $LOGS/eval.log ]] && cat "$LOGS/eval.log" && echo
 echo "| step | result | wall |"
 echo "|---|---|---|"
 printf '%s\n' "${SUMMARY[@]}"

@@ -20,7 +20,7 @@ from data.labels import LabelSet
 from data.metrics import Scores, evaluate
 from model.tagger import Tagger, labelled_cross_entropy
 from model.tokenizer import Tokenizer
-from predictor.device import autocast, use_bf16
+from predictor.device import autocast, tagging_tokens, use_bf16
 from predictor.settings import TaggingSettings
 
 
@@ -61,6 +61,11 @@ class Predictor:
     def bf16(self) -> bool:
         return use_bf16(self.settings.precision, self.device)
 
+    @property
+    def max_tokens(self) -> int:
+        """Padded tokens per forward pass: the run's setting, else what suits the device."""
+        return self.settings.max_tokens or tagging_tokens(self.device)
+
     def windows(self, sentences: Sequence[Sentence]) -> list[Example]:
         """The model-sized windows of the sentences (data/align.py), labelled where they carry tags."""
         s = self.settings
@@ -69,7 +74,7 @@ class Predictor:
 
     def plan(self, examples: Sequence[Example]) -> Plan:
         """Batches of windows longest first, up to `max_tokens` padded tokens each: little is spent on padding."""
-        return bucketed_plan([len(e.input_ids) for e in examples], max_tokens=self.settings.max_tokens,
+        return bucketed_plan([len(e.input_ids) for e in examples], max_tokens=self.max_tokens,
                              shuffle=False)
 
     @torch.inference_mode()

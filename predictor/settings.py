@@ -27,8 +27,9 @@ class TaggingSettings:
     stride: int | None = 192
     add_bos: bool = True
     document: bool = True
-    # Batches and tags: padded tokens per forward pass, how scores become tags (data/decode.py), the precision.
-    max_tokens: int = 2048
+    # Batches and tags: padded tokens per forward pass (None: by the device, predictor.device.tagging_tokens), how
+    # scores become tags (data/decode.py), the precision.
+    max_tokens: int | None = None
     decode: str = "viterbi"
     precision: str = "auto"
 
@@ -36,7 +37,7 @@ class TaggingSettings:
         for name, choices in (("finetune", FINETUNES), ("decode", DECODERS), ("precision", PRECISIONS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        if self.max_tokens < self.max_len:
+        if self.max_tokens is not None and self.max_tokens < self.max_len:
             raise ValueError(f"max_tokens ({self.max_tokens}) must hold one window (max_len {self.max_len})")
 
     def to_json(self) -> dict[str, Any]:

@@ -56,7 +56,7 @@ class Limits:
     max_texts: int = 256  # texts (or word lists) per request
     max_chars: int = 100_000  # per text (words: joined by spaces); a long text is windowed as the API does
     max_queue: int = 4096  # texts waiting to be tagged; one more is answered 503 at once
-    batch_tokens: int = 2048  # estimated tokens gathered into one model call (main: the run's max_tokens)
+    batch_tokens: int = 2048  # estimated tokens gathered into one model call (main: the predictor's max_tokens)
     max_wait_ms: float = 5.0  # how long the first text waits for others to gather with
 
 
@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=positive(int), default=default.max_queue,
                         help=f"texts waiting to be tagged; more get 503 at once (default: {default.max_queue})")
     parser.add_argument("--batch-tokens", type=positive(int),
-                        help="tokens, estimated from characters, gathered into one model call (default: the run's "
-                             "max_tokens, one forward pass)")
+                        help="tokens, estimated from characters, gathered into one model call (default: the "
+                             "run's max_tokens, else the device's, one forward pass)")
     parser.add_argument("--max-wait-ms", type=positive(float), default=default.max_wait_ms,
                         help="how long a text waits for others to be tagged with (default: "
                              f"{default.max_wait_ms:g})")
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     limits = Limits(args.max_body_bytes, args.max_texts, args.max_chars, args.max_queue,
-                    args.batch_tokens or tagger.predictor.settings.max_tokens, args.max_wait_ms)
+                    args.batch_tokens or tagger.predictor.max_tokens, args.max_wait_ms)
     app = create_app(tagger, limits, token, tuple(args.cors_origin))
     # uvicorn stops on SIGINT or SIGTERM once the requests in flight are answered, then raises the signal again to
     # end the process by it. Both end here as KeyboardInterrupt: a stop that was asked for exits 0, no traceback.

@@ -96,10 +96,9 @@ class TrainConfig:
     # (docs/design.md#a-run-directory).
     subset_eval_every: int | None = 100
     subset_eval_sentences: int = 100
-    # Padded tokens per evaluation batch: on a CPU, 2048 tags faster than 8192, likely since a batch's activations
-    # then stay nearer the caches (docs/performance.md#evaluation-batches-python--m-bencheval_batches); a GPU recipe
-    # wants larger batches.
-    eval_max_tokens: int = 2048
+    # Padded tokens per evaluation batch, kept for tagging too. None: by the device the run tags on, 2048 on a CPU
+    # (faster there than 8192), more on a GPU (predictor.device.tagging_tokens).
+    eval_max_tokens: int | None = None
     decode: str = "viterbi"  # per-word scores -> tags: the best valid IOB2 sequence, or argmax (data/decode.py)
     train_eval_sentences: int = 500  # also score the first N training sentences at each evaluation (overfitting)
     patience: int | None = None  # stop after this many evaluations without a better validation F1
@@ -164,7 +163,8 @@ class TrainConfig:
             ("subset_eval_every", self.subset_eval_every is None or self.subset_eval_every >= 0,
              "at least 0 (0: never)"),
             ("subset_eval_sentences", self.subset_eval_sentences >= 1, "at least 1"),
-            ("eval_max_tokens", self.eval_max_tokens >= self.max_len, f"at least {window}"),
+            ("eval_max_tokens", self.eval_max_tokens is None or self.eval_max_tokens >= self.max_len,
+             f"at least {window}"),
             ("train_eval_sentences", self.train_eval_sentences >= 0, "at least 0"),
             ("patience", self.patience is None or self.patience >= 1, "at least 1"),
             ("checkpoint_every", self.checkpoint_every >= 1, "at least 1"),
@@ -212,10 +212,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # (docs/results.md#wnut-17).
     "wnut17": dict(window="sentence", batch_size=16, epochs=4, lr=1e-3),
     # The small model's choices (bidirectional, LoRA on all seven projections, document windows of 256 tokens every
-    # 192) with a lower learning rate for the larger model, more epochs on a GPU, larger evaluation batches, and
-    # early stopping.
+    # 192) with a lower learning rate for the larger model, more epochs on a GPU, and early stopping.
     "llama-3.2-1b": dict(model="weights/llama-3.2-1b", lr=2e-4, epochs=3, batch_size=8, patience=2,
-                         eval_every=None, eval_max_tokens=8192, device="auto", precision="auto"),
+                         eval_every=None, device="auto", precision="auto"),
 }
 
 
@@ -243,7 +242,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         else:
             kind = {int: int, float: float, str: str}.get(type(default), str)
             if field.name in ("data", "max_steps", "limit", "eval_every", "subset_eval_every", "patience", "stride",
-                              "batch_tokens"):
+                              "batch_tokens", "eval_max_tokens"):
                 kind = int if field.name != "data" else str
             if field.name == "bare_fraction":
                 kind = float

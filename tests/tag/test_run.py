@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -41,6 +42,26 @@ def test_merged_tagger_tags_as_the_one_with_separate_adapters(trained_run, conll
 
 
 @needs_conll
+@needs_conll
+def test_a_run_that_leaves_the_batch_budget_to_the_device_batches_by_the_device(trained_run, conll_slice):
+    """2,048 padded tokens per pass on a CPU, 16,384 on a GPU; a budget the run set holds on every device. Planning
+    touches no tensor, so a predictor bound for a GPU plans here."""
+    assert json.loads((trained_run / TAGGING_FILE).read_text())["settings"]["max_tokens"] is None
+    run = load_run(trained_run)
+    examples = run.windows(read_conll(conll_slice / "valid.txt", labels=run.labels))
+
+    def padded_sizes(predictor) -> list[int]:
+        return [len(batch) * max(len(examples[i].input_ids) for i in batch) for batch in predictor.plan(examples)]
+
+    on_gpu = dataclasses.replace(run, device=torch.device("cuda"))
+    assert sum(len(e.input_ids) for e in examples) > 2048
+    assert max(padded_sizes(run)) <= 2048 and len(padded_sizes(run)) > 1
+    assert len(padded_sizes(on_gpu)) == 1 and padded_sizes(on_gpu)[0] <= 16384  # the whole split in one pass
+    assert run.max_tokens == 2048 and on_gpu.max_tokens == 16384
+    set_by_run = dataclasses.replace(on_gpu, settings=dataclasses.replace(run.settings, max_tokens=512))
+    assert max(padded_sizes(set_by_run)) <= 512 and set_by_run.max_tokens == 512
+
+
 def test_a_run_directory_that_is_not_one_is_a_clear_error(trained_run, tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{tmp_path}/{TAGGING_FILE}: not a run directory"):
         load_run(tmp_path)
