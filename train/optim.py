@@ -71,7 +71,8 @@ class AdamW(torch.optim.Optimizer):
             exp_avgs = [state["exp_avg"] for state in states]
             exp_avg_sqs = [state["exp_avg_sq"] for state in states]
 
-            torch._foreach_mul_(params, 1 - lr * weight_decay)
+            if weight_decay:  # multiplying by 1 would cost a pass over every tensor
+                torch._foreach_mul_(params, 1 - lr * weight_decay)
             torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
             torch._foreach_mul_(exp_avg_sqs, beta2)
             torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)

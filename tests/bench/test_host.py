@@ -5,30 +5,17 @@ outermost operators are; and the count of a whole training step, ours and the pe
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
 import torch
 from torch._inductor import config as inductor_config
 from torch._inductor import metrics as inductor_metrics
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from bench import gpu as gpu_bench
 from bench.host import dispatched_ops
 from bench.systems import training_step
+from tests.dispatched import Dispatched
 
 CPU = torch.device("cpu")
-
-
-class Dispatched(TorchDispatchMode):
-    """Counts the operators that reach the dispatcher's Python key, by name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[func.name()] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def primitive_program() -> None:

@@ -14,8 +14,13 @@ from data.align import build_examples
 from data.batching import bucketed_plan, collate
 from data.conll import read_conll
 from data.labels import LabelSet
+from lora.inject import LLAMA_TARGETS, inject_lora, trainable_parameters
 from model import load_tokenizer
+from model.config import LlamaConfig
+from model.llama import Llama
+from model.tagger import Tagger
 from tests.conll_data import needs_conll
+from tests.dispatched import Dispatched
 from tests.host_syncs import recorded_host_syncs
 from train.build import build_tagger
 from train.config import TrainConfig
@@ -172,3 +177,25 @@ def test_update_leaves_gradients_below_the_limit_alone():
 
 def test_an_empty_batch_is_one_empty_micro_batch():
     assert micro_batches([], 2) == [[]]
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_clipping_and_adamw_are_a_handful_of_operators_however_many_tensors(weight_decay):
+    """A LoRA tagger has hundreds of small trainable tensors (422 for SmolLM2-135M). `update` handles all of them in
+    each of its operators (multi-tensor `_foreach` kernels), so its operator count does not grow with their number."""
+    counts = {}
+    for layers in (1, 4):
+        config = LlamaConfig(vocab_size=50, hidden_size=32, num_layers=layers, num_heads=4, num_kv_heads=2,
+                             head_dim=8, intermediate_size=48, rope_theta=10000.0, max_position_embeddings=64)
+        tagger = Tagger(Llama(config), num_labels=9)
+        inject_lora(tagger, LLAMA_TARGETS, r=4, alpha=8, trainable=("head",))
+        params = list(trainable_parameters(tagger).values())
+        optimizer = AdamW(params, lr=1e-3, weight_decay=weight_decay)
+        for step in range(2):  # the first step makes the optimizer's state
+            for p in params:
+                p.grad = torch.randn_like(p)
+            with Dispatched() as dispatched:
+                update(params, optimizer, clip_grad_norm=1.0)
+        counts[len(params)] = dispatched.aten
+    assert list(counts) == [16, 58]
+    assert counts[16] == counts[58] <= 20, counts
