@@ -35,4 +35,5 @@ def test_steps_past_the_deadline_are_skipped_and_the_table_still_printed(tmp_pat
     assert done.returncode == 0
     table = done.stdout.strip().splitlines()
     assert table[:2] == ["| step | result | wall |", "|---|---|---|"]
-    assert table[2:] == [f"| {step} | skipped: the deadline was near | - |" for step in ("env", "model", "bench", "train", "eval", "compiled")]
+    steps = ("env", "model", "bench", "train", "eval", "compiled")
+    assert table[2:] == [f"| {step} | skipped: the deadline was near | - |" for step in steps]

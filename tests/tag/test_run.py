@@ -42,7 +42,6 @@ def test_merged_tagger_tags_as_the_one_with_separate_adapters(trained_run, conll
 
 
 @needs_conll
-@needs_conll
 def test_a_run_that_leaves_the_batch_budget_to_the_device_batches_by_the_device(trained_run, conll_slice):
     """2,048 padded tokens per pass on a CPU, 16,384 on a GPU; a budget the run set holds on every device. Planning
     touches no tensor, so a predictor bound for a GPU plans here."""
@@ -62,6 +61,7 @@ def test_a_run_that_leaves_the_batch_budget_to_the_device_batches_by_the_device(
     assert max(padded_sizes(set_by_run)) <= 512 and set_by_run.max_tokens == 512
 
 
+@needs_conll
 def test_a_run_directory_that_is_not_one_is_a_clear_error(trained_run, tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{tmp_path}/{TAGGING_FILE}: not a run directory"):
         load_run(tmp_path)
