@@ -10,6 +10,7 @@ eval_batches.py  evaluation speed by padded-token budget per batch, the results 
 confidence.py    do the entity scores rank: precision by score band and AUROC
 flops.py         model FLOPs and the matmul ceiling, for the MFU of the others
 timing.py        the clock: warm-up off it, a GPU waited for at both ends
+emulated_bf16.py python -m train in bf16 numerics on a CPU without bf16 instructions, at float32's speed
 
 May import every room; nothing imports bench but its tests.
 """
