@@ -5,16 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.config import LlamaConfig
-from model.llama import Llama
 from model.tagger import IGNORE_INDEX, Tagger, labelled_cross_entropy
+from tests import tiny
 
 
 def tiny_tagger(causal: bool = False) -> Tagger:
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                         intermediate_size=48, rope_theta=10000.0, max_position_embeddings=64, causal=causal)
-    return Tagger(Llama(config), num_labels=9, dropout=0.0).eval()
+    return tiny.tiny_tagger(causal=causal).eval()
 
 
 def test_loss_is_cross_entropy_over_labelled_positions_only():

@@ -13,11 +13,10 @@ import torch
 from torch._dynamo.utils import counters
 
 from lora.inject import LLAMA_TARGETS, inject_lora, trainable_parameters
-from model.config import LlamaConfig
-from model.llama import Llama
 from model.padding_free import RealTokens
 from model.tagger import IGNORE_INDEX, Tagger, labelled_positions
 from tests.random_weights import randomize_tuned
+from tests.tiny import tiny_tagger
 from train.build import compile_blocks
 
 # Row lengths of the batches, one after the other: rows, longest row, real tokens and padding all change.
@@ -42,10 +41,7 @@ def loss_and_gradients(tagger: Tagger, ids, mask, labels, tokens) -> tuple[torch
 
 
 def test_compiled_blocks_equal_eager_and_compile_once_for_every_batch_layout():
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=50, hidden_size=32, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
-                         intermediate_size=48, rope_theta=10000.0, max_position_embeddings=64, causal=False)
-    eager = Tagger(Llama(config), num_labels=9, dropout=0.0)
+    eager = tiny_tagger(num_layers=3)
     inject_lora(eager, LLAMA_TARGETS, r=4, alpha=8, trainable=("head",))
     randomize_tuned(eager, seed=0)  # B = 0 would leave A without a gradient to compare
     compiled = copy.deepcopy(eager)

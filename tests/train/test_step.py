@@ -16,12 +16,10 @@ from data.conll import read_conll
 from data.labels import LabelSet
 from lora.inject import LLAMA_TARGETS, inject_lora, trainable_parameters
 from model import load_tokenizer
-from model.config import LlamaConfig
-from model.llama import Llama
-from model.tagger import Tagger
 from tests.conll_data import needs_conll
 from tests.dispatched import Dispatched
 from tests.host_syncs import recorded_host_syncs
+from tests.tiny import tiny_tagger
 from train.build import build_tagger
 from train.config import TrainConfig
 from train.optim import AdamW
@@ -185,9 +183,7 @@ def test_clipping_and_adamw_are_a_handful_of_operators_however_many_tensors(weig
     each of its operators (multi-tensor `_foreach` kernels), so its operator count does not grow with their number."""
     counts = {}
     for layers in (1, 4):
-        config = LlamaConfig(vocab_size=50, hidden_size=32, num_layers=layers, num_heads=4, num_kv_heads=2,
-                             head_dim=8, intermediate_size=48, rope_theta=10000.0, max_position_embeddings=64)
-        tagger = Tagger(Llama(config), num_labels=9)
+        tagger = tiny_tagger(num_layers=layers)
         inject_lora(tagger, LLAMA_TARGETS, r=4, alpha=8, trainable=("head",))
         params = list(trainable_parameters(tagger).values())
         optimizer = AdamW(params, lr=1e-3, weight_decay=weight_decay)
