@@ -20,12 +20,11 @@ in the same run on the same device.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from bench.timing import time_calls
 from model.config import LlamaConfig
+from predictor.device import cpu_multiplies_in_bf16
 
 
 def linear_flops_per_token(config: LlamaConfig) -> int:
@@ -55,14 +54,6 @@ def mean_attended(lengths: list[int]) -> float:
     return sum(n * n for n in lengths) / sum(lengths)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 matmul instructions; without them a bf16 matmul crawls
-    (docs/performance.md#the-older-measurement)."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    capability = torch.backends.cpu.get_cpu_capability()
-    return "avx512_bf16" in flags or "amx_bf16" in flags or capability in ("AVX512_BF16", "AMX")
-
-
 def matmul_ceiling(device: torch.device, dtype: torch.dtype) -> float:
     """FLOP/s of an n x n x n matmul in `dtype` on `device`: the best this device does in that precision.
 
@@ -70,7 +61,7 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype) -> float:
     for bf16 on a CPU without bf16 instructions, where a matmul of 2048 would take seconds."""
     if device.type == "cuda":
         n, repeats, warmup = 8192, 20, 3
-    elif dtype == torch.bfloat16 and not cpu_has_bf16():
+    elif dtype == torch.bfloat16 and not cpu_multiplies_in_bf16():
         n, repeats, warmup = 512, 2, 1
     else:
         n, repeats, warmup = 2048, 5, 1

@@ -8,8 +8,8 @@ Every cell of shape x token budget x system runs in its own subprocess, so its p
 the defaults are the `tiny` shape and budgets of 256 and 1024 tokens: the same table in seconds, for the tests.
 
 The models are what `python -m train` fine-tunes, built from a preset shape with random weights instead of a
-checkpoint (speed does not depend on the values; seeded): the frozen base in bf16 on a GPU (float32 on a CPU unless
-`--precision bf16`), bf16 autocast, bidirectional attention, LoRA r 16 / alpha 32 on all seven projections
+checkpoint (speed does not depend on the values; seeded): the frozen base in bf16 on a GPU (float32 on a CPU without
+bf16 instructions unless `--precision bf16`), bf16 autocast, bidirectional attention, LoRA r 16 / alpha 32 on all seven projections
 (dropout 0), a 9-label head, LoRA and head in float32. Ours is `model.Llama` + `lora`, eager, or with each block
 compiled (`ours-compiled`: train.build.compile_blocks; its warm-up steps compile); the peer is transformers'
 `LlamaForTokenClassification` + PEFT (bench/systems.py).
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated, of ours, ours-compiled (each block torch.compiled) and hf "
                              "(HF transformers + PEFT); default: ours,hf")
     parser.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
-                        help="auto: bf16 on a GPU that supports it, float32 on a CPU")
+                        help="auto: bf16 on a GPU or a CPU with bf16 instructions, else float32")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per cell")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps before the clock starts")
     parser.add_argument("--activation-checkpointing", action="store_true", help="ours only")

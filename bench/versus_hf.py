@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.flops import cpu_has_bf16, forward_flops_per_token, matmul_ceiling, mean_attended, train_flops_per_token
+from bench.flops import forward_flops_per_token, matmul_ceiling, mean_attended, train_flops_per_token
 from bench.systems import time_tagging, time_training, training_step, with_lora
 from data.align import build_examples
 from data.batching import Batch, Plan, bucketed_plan, collate
@@ -45,6 +45,7 @@ from data.conll import Sentence, read_conll
 from data.labels import LabelSet
 from model import LlamaConfig, load_tokenizer
 from model.tagger import Tagger
+from predictor.device import cpu_multiplies_in_bf16
 from train.build import build_tagger
 from train.config import DEFAULT_MODEL, TrainConfig
 
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ceilings = {"float32": matmul_ceiling(CPU, torch.float32)}
     measured = [("hf", "padded", "float32", "store"), ("ours", "padded", "float32", "store"),
                 ("ours", "bucketed", "float32", "store"), ("ours", "bucketed", "float32", "recompute")]
-    with_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and cpu_has_bf16())
+    with_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and cpu_multiplies_in_bf16())
     if with_bf16:
         ceilings["bf16"] = matmul_ceiling(CPU, torch.bfloat16)
         measured += [("hf", "padded", "bf16", "store"), ("ours", "bucketed", "bf16", "store")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 
 import torch
 
@@ -14,6 +15,12 @@ PRECISIONS = ("auto", "float32", "bf16")
 # nearer its caches. A GPU does a pass of 2048 tokens in a few milliseconds, mostly kernel launches: on an H200,
 # tagging went from 14,684 to 71,864 tokens/s between passes of 32 and 256 sentences (issue 33).
 TAGGING_TOKENS = {"cpu": 2048, "cuda": 16384}
+
+CPUINFO = Path("/proc/cpuinfo")
+# The flags Linux gives x86 bf16 matmul instructions, which oneDNN uses: AVX512_BF16 (Cooper Lake, Zen 4 and later)
+# and AMX (Sapphire Rapids and later). Elsewhere torch multiplies bf16 by a reference path, 25x float32's time on
+# an AVX2 EPYC (docs/performance.md#the-older-measurement).
+BF16_INSTRUCTIONS = ("avx512_bf16", "amx_bf16")
 
 
 def check_device(name: str) -> None:
@@ -43,12 +50,33 @@ def tagging_tokens(device: torch.device) -> int:
     return TAGGING_TOKENS.get(device.type, TAGGING_TOKENS["cpu"])
 
 
+def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str] | None:
+    """The instruction-set flags this CPU lists in /proc/cpuinfo (x86 "flags", ARM "Features"); None where it lists
+    none, or there is no such file (macOS, Windows): then nothing is known."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = {word for line in text.splitlines() if line.partition(":")[0].strip() in ("flags", "Features")
+             for word in line.partition(":")[2].split()}
+    return flags or None
+
+
+def cpu_multiplies_in_bf16(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether this CPU has bf16 matmul instructions (`BF16_INSTRUCTIONS`); False where that is unknown."""
+    return bool((cpu_flags(cpuinfo) or set()) & set(BF16_INSTRUCTIONS))
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast on GPUs that have it; float32 on CPUs, where bf16 matmuls are slow without AMX/AVX512-BF16."""
+    """`auto`: bf16 autocast on GPUs that have it and on CPUs with bf16 matmul instructions, where it trains 1.7x
+    and tags 2.4x as fast as float32 and scores as well (docs/results.md#bf16-on-a-cpu-issue-33); float32
+    elsewhere, where bf16 would crawl."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return device.type == "cpu" and cpu_multiplies_in_bf16()
     return precision == "bf16"
 
 

@@ -31,11 +31,11 @@ from torch import nn
 
 from lora.inject import LLAMA_TARGETS
 from model.tagger import Tagger
+from predictor.device import CPUINFO, cpu_flags
 
 INT8_ON_CPU = False  # the default of tagging on a CPU: in int8 F1 falls by up to 0.22 (0.56 on WNUT-17)
 # The names Linux gives int8 dot products in /proc/cpuinfo: x86 "flags", then ARM "Features".
 INT8_INSTRUCTIONS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-CPUINFO = Path("/proc/cpuinfo")
 MACOS_INT8_FEATURES = ("hw.optional.arm.FEAT_DotProd", "hw.optional.arm.FEAT_I8MM")  # sysctl names, Apple silicon
 
 
@@ -44,13 +44,8 @@ def int8_is_fast(cpuinfo: Path = CPUINFO, system: str = sys.platform) -> bool | 
     features listed in /proc/cpuinfo, on macOS from sysctl. None where neither tells: the caller refuses int8."""
     if system == "darwin":
         return _macos_int8_is_fast()
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    flags = {word for line in text.splitlines() if line.partition(":")[0].strip() in ("flags", "Features")
-             for word in line.partition(":")[2].split()}
-    return bool(flags & set(INT8_INSTRUCTIONS)) if flags else None
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else bool(flags & set(INT8_INSTRUCTIONS))
 
 
 def _macos_int8_is_fast() -> bool | None:

@@ -13,6 +13,19 @@ from tests.conll_data import CONLL, WNUT, require, slice_conll
 from weights.convert_gguf import DEFAULT_OUT, convert
 
 
+@pytest.fixture(autouse=True, scope="session")
+def float32_on_every_cpu():
+    """`--precision auto` multiplies in bf16 on CPUs with bf16 instructions (predictor/device.py), and CI draws
+    machines with and without them: the whole session runs as on a CPU without, so that no expected number depends on
+    the draw. tests/predictor/test_device.py sets the other answer where it tests it; the runs that tests hand to a
+    subprocess (random_run, trained_run) set float32 themselves."""
+    from predictor import device
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(device, "cpu_multiplies_in_bf16", lambda: False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct, converted from its GGUF once (some seconds) and kept in weights/."""
@@ -45,7 +58,7 @@ def random_run(tmp_path_factory, tiny_model) -> Path:
     from train.run_dir import write_run_info
 
     run_dir = tmp_path_factory.mktemp("random_run")
-    config = TrainConfig(model=str(tiny_model), out=str(run_dir), device="cpu")
+    config = TrainConfig(model=str(tiny_model), out=str(run_dir), device="cpu", precision="float32")
     labels = LabelSet.from_types(["PER", "ORG", "LOC", "MISC"])
     tagger = build_tagger(config, len(labels), torch.device("cpu"))
     randomize_tuned(tagger, seed=2)
@@ -85,7 +98,7 @@ def trained_run(tmp_path_factory, conll_slice, smollm2_dir) -> Path:
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(model=str(smollm2_dir), data=str(conll_slice), out=str(out), window="sentence",
                          epochs=2, batch_size=8, batch_tokens=None, lr=1e-3, eval_every=30, checkpoint_every=30,
-                         subset_eval_every=20, subset_eval_sentences=40)
+                         subset_eval_every=20, subset_eval_sentences=40, precision="float32")
     train(config)
     return out
 

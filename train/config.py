@@ -105,7 +105,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
     # Hardware
     device: str = "auto"  # auto: cuda when available, else cpu
-    precision: str = "auto"  # auto: bf16 autocast on a GPU that supports it, float32 on a CPU
+    precision: str = "auto"  # auto: bf16 autocast on a GPU or a CPU with bf16 instructions, else float32
     compile: bool = False  # torch.compile each transformer block (fuses the elementwise ops around the matmuls)
     fsdp: bool = False  # under torchrun: shard the frozen base per transformer block instead of replicating it
 
