@@ -6,6 +6,7 @@ tagging needs and nothing of training: the tagger, the tokenizer, the labels, th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,8 +58,9 @@ class Predictor:
     device: torch.device
     int8: bool = False  # the linear layers of the blocks run in int8 (tag/quantize.py)
 
-    @property
+    @functools.cached_property
     def bf16(self) -> bool:
+        """Asked once: on a CPU the answer reads /proc/cpuinfo, and training and tagging ask at every batch."""
         return use_bf16(self.settings.precision, self.device)
 
     @property
