@@ -13,8 +13,8 @@ very same bf16 operands and its result rounded to bf16, as the native kernels do
 autocast casts, the bf16 weights, the elementwise work in bf16, the float32 LoRA and head) is bf16 autocast's own
 code path. One difference is left: the native attention kernel also rounds its softmax probabilities to bf16 before
 multiplying them by the values; here they stay float32. Under inference_mode (tagging, evaluation) `linear` and
-`scaled_dot_product_attention` reach the mode whole, not decomposed, so they are emulated whole. tests/bench/test_emulated_bf16.py checks losses and
-gradients against real bf16 autocast.
+`scaled_dot_product_attention` reach the mode whole, not decomposed, so they are emulated whole.
+tests/bench/test_emulated_bf16.py checks losses and gradients against real bf16 autocast.
 """
 
 from __future__ import annotations

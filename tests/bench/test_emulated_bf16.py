@@ -15,6 +15,7 @@ from bench.emulated_bf16 import EmulatedBF16
 from bench.gpu import CONFIGS, build, synthetic_batches
 from bench.systems import tag_batch, train_step
 from predictor.device import autocast
+from tests.random_weights import randomize_tuned
 
 CPU = torch.device("cpu")
 PRODUCT_NAMES = ("mm", "addmm", "bmm", "baddbmm", "linear", "matmul", "scaled_dot_product")
@@ -42,9 +43,7 @@ def batch():
 
 def tiny_bf16_tagger() -> torch.nn.Module:
     model = build("ours", CONFIGS["tiny"], argparse.Namespace(seed=0, activation_checkpointing=False), CPU, bf16=True)
-    for p in model.parameters():  # LoRA B starts at zero: random values give every adapter a gradient to compare
-        if p.requires_grad:
-            torch.nn.init.normal_(p, std=0.02)
+    randomize_tuned(model, seed=0)  # LoRA B starts at zero: random values give every adapter a gradient to compare
     return model.eval()  # no dropout: the two runs must see the same forward
 
 
