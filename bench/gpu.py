@@ -185,12 +185,13 @@ def build(system: str, config: LlamaConfig, args: argparse.Namespace, device: to
     tagger = build_random_tagger(config, device, dtype)
     tagger.backbone.activation_checkpointing = args.activation_checkpointing
     if system == "ours-compiled":
-        # The profiler then sees each fused CPU kernel, as it sees every Triton kernel on a GPU (bench/host.py).
-        inductor_config.cpp.enable_kernel_profile = True
         compile_blocks(tagger)
     return tagger
 
 
+# Compiling happens in the cell's first steps; with this setting the profiler sees each fused CPU kernel, as it sees
+# every Triton kernel on a GPU (bench/host.py). Patched for the cell alone, not for the process that calls it.
+@inductor_config.patch({"cpp.enable_kernel_profile": True})
 def measure(shape: str, budget: int, system: str, args: argparse.Namespace, device: torch.device) -> dict:
     """One cell of the table: build `system` in `shape`, train on the timed batches, count one step's operators
     (and host syncs on a GPU), then tag the timed batches; tokens/s and model FLOP/s of both, peak memory."""
