@@ -5,7 +5,6 @@ import io
 import re
 import zipfile
 from collections import Counter
-from pathlib import Path
 from urllib.error import URLError
 
 import pytest

@@ -249,7 +249,7 @@ def test_resuming_on_other_data_or_other_weights_of_the_same_shape_is_refused(ti
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["sources"]["data"] == str(data.resolve())
     (data / "train.txt").write_text((data / "train.txt").read_text().replace("EU", "UN", 1))
-    with pytest.raises(ValueError, match=f"train.txt.*another --out"):
+    with pytest.raises(ValueError, match="train.txt.*another --out"):
         train(config)
     shutil.copy(conll_slice / "train.txt", data / "train.txt")
     assert train(config)["step"] == 1  # the data it started from: it resumes (and is finished)
