@@ -10,9 +10,9 @@ the defaults are the `tiny` shape and budgets of 256 and 1024 tokens: the same t
 The models are what `python -m train` fine-tunes, built from a preset shape with random weights instead of a
 checkpoint (speed does not depend on the values; seeded): the frozen base in bf16 on a GPU (float32 on a CPU without
 bf16 instructions unless `--precision bf16`), bf16 autocast, bidirectional attention, LoRA r 16 / alpha 32 on all
-seven projections (dropout 0), a 9-label head, LoRA and head in float32. Ours is `model.Llama` + `lora`, eager, or with each block
-compiled (`ours-compiled`: train.build.compile_blocks; its warm-up steps compile); the peer is transformers'
-`LlamaForTokenClassification` + PEFT (bench/systems.py).
+seven projections (dropout 0), a 9-label head, LoRA and head in float32. Ours is `model.Llama` + `lora`, eager, or
+with each block compiled (`ours-compiled`: train.build.compile_blocks; its warm-up steps compile); the peer is
+transformers' `LlamaForTokenClassification` + PEFT (bench/systems.py).
 
 Sentences are random token ids with CoNLL-2003 lengths: drawn by inverse CDF from `CONLL_LENGTH_QUANTILES`, the
 quantiles of its training sentences in Llama 3 tokens with BOS. `LABELLED_FRACTION` of the positions after BOS
